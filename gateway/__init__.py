@@ -1,0 +1,1 @@
+"""pushgw: the ingress gateway, and (in gateway.core) what gateway and workers share."""

@@ -1,0 +1,77 @@
+"""create_app(settings): the only way to build the ingress application."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from gateway import middlewares, openapi
+from gateway.auth import Verifier
+from gateway.context import GATEWAY, Gateway, Readiness
+from gateway.core.metrics_server import metrics_handler
+from gateway.core.redis import connect
+from gateway.core.scripts import Scripts
+from gateway.core.settings import ConfigError, Settings
+from gateway.handlers import bindings, events, health
+from gateway.ingest import Ingestor
+
+log = logging.getLogger(__name__)
+READINESS_INTERVAL_S = 5.0
+
+
+def create_app(settings: Settings) -> web.Application:
+    """Raises ConfigError when there are no API keys and the ingress is not explicitly open."""
+    if not settings.api_keys and not settings.open_ingress:
+        raise ConfigError("PUSHGW_API_KEYS is empty: set keys, or PUSHGW_OPEN_INGRESS=true for development")
+    app = web.Application(
+        middlewares=[middlewares.observe, middlewares.errors],
+        client_max_size=settings.max_batch_body_bytes,
+    )
+    app.cleanup_ctx.append(_gateway_context(settings))
+    app.router.add_post("/v1/events", events.post_event)
+    app.router.add_post("/v1/events/batch", events.post_batch)
+    app.router.add_get("/v1/events/{event_id}", events.get_event, allow_head=False)
+    app.router.add_put("/v1/bindings/{customer_id}", bindings.put_binding)
+    app.router.add_get("/v1/bindings/{customer_id}", bindings.get_binding, allow_head=False)
+    app.router.add_delete("/v1/bindings/{customer_id}", bindings.delete_binding)
+    app.router.add_get("/healthz", health.healthz, allow_head=False)
+    app.router.add_get("/readyz", health.readyz, allow_head=False)
+    app.router.add_get("/metrics", metrics_handler, allow_head=False)
+    app.router.add_get("/openapi.json", openapi.serve, allow_head=False)
+    return app
+
+
+def _gateway_context(settings: Settings):  # type: ignore[no-untyped-def]
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        if settings.open_ingress:
+            log.warning("ingress is OPEN: requests are accepted without signatures (development only)")
+        redis = connect(settings, max_connections=256)
+        scripts = Scripts(settings)
+        readiness = Readiness(require_durable=settings.require_durable_redis)
+        ingestor = Ingestor(redis, scripts, settings.redis_timeout_s)
+        verifier = Verifier(
+            settings.api_keys, settings.signature_window_s, open_ingress=settings.open_ingress
+        )
+        app[GATEWAY] = Gateway(settings, redis, scripts, ingestor, verifier, readiness)
+        await readiness.refresh(redis)
+        checker = asyncio.create_task(_keep_checking(readiness, app[GATEWAY]), name="readiness-check")
+        try:
+            yield
+        finally:
+            checker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await checker
+            await ingestor.close()
+            await redis.aclose()
+
+    return context
+
+
+async def _keep_checking(readiness: Readiness, gateway: Gateway) -> None:
+    while True:
+        await asyncio.sleep(READINESS_INTERVAL_S)
+        await readiness.refresh(gateway.redis)

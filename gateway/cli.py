@@ -1,0 +1,198 @@
+"""The `pushgw` command: gateway, worker, sim, dev, dlq, bench. Every setting is also a flag."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from gateway.core.logs import configure
+from gateway.core.settings import ConfigError, Settings, parse_setting, setting_specs
+
+log = logging.getLogger("pushgw")
+
+
+def flag_name(field_name: str) -> str:
+    return "--" + field_name.replace("_", "-")
+
+
+def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("settings (each also a PUSHGW_* variable)")
+    for spec in setting_specs():
+        group.add_argument(
+            flag_name(spec.name),
+            dest=spec.name,
+            metavar=spec.metadata["env"],
+            help=f"{spec.metadata['help']} [{spec.metadata['env']}]",
+        )
+
+
+def settings_from(args: argparse.Namespace, **extra: Any) -> Settings:
+    """Settings from the environment, with the flags given on the command line winning."""
+    overrides = {
+        spec.name: parse_setting(spec.name, raw)
+        for spec in setting_specs()
+        if (raw := getattr(args, spec.name, None)) is not None
+    }
+    return Settings.from_env(os.environ, **overrides, **extra)
+
+
+def _install_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:  # not on this platform: the default loop works, only slower
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def _run_gateway(settings: Settings, host: str, port: int, reuse_port: bool) -> None:
+    from aiohttp import web
+
+    from gateway.app import create_app
+
+    configure(settings.log_level)
+    _install_uvloop()
+    web.run_app(
+        create_app(settings),
+        host=host,
+        port=port,
+        reuse_port=reuse_port,
+        access_log=None,
+        shutdown_timeout=settings.shutdown_timeout_s,
+        print=None,
+    )
+
+
+def _run_worker(settings: Settings) -> None:
+    from workers.worker import serve_worker
+
+    configure(settings.log_level)
+    _install_uvloop()
+    asyncio.run(serve_worker(settings))
+
+
+def _in_processes(count: int, target: Callable[..., None], *args: Any) -> None:
+    """Run `target(*args)` in `count` processes (or in this one when count is 1); forward SIGTERM/SIGINT."""
+    if count == 1:
+        target(*args)
+        return
+    context = multiprocessing.get_context("spawn")
+    children = [context.Process(target=target, args=args, daemon=False) for _ in range(count)]
+    for child in children:
+        child.start()
+
+    def forward(signum: int, frame: object) -> None:
+        for child in children:
+            if child.pid is not None and child.is_alive():
+                os.kill(child.pid, signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for child in children:
+        child.join()
+
+
+def cmd_gateway(args: argparse.Namespace) -> None:
+    settings = settings_from(args)
+    _in_processes(args.processes, _run_gateway, settings, args.host, args.port, args.processes > 1)
+
+
+def cmd_worker(args: argparse.Namespace) -> None:
+    settings = settings_from(args, worker_concurrency=args.concurrency)
+    _in_processes(args.processes, _run_worker, settings)
+
+
+def cmd_sim(args: argparse.Namespace) -> None:
+    from wechatsim.cli import config_from_env, serve
+
+    configure(os.environ.get("PUSHGW_LOG_LEVEL", "INFO"))
+    _install_uvloop()
+    try:
+        asyncio.run(serve(args.host, args.port, config_from_env(os.environ)))
+    except KeyboardInterrupt:
+        pass
+
+
+def cmd_dev(args: argparse.Namespace) -> None:
+    from gateway.dev import run_dev
+
+    configure(os.environ.get("PUSHGW_LOG_LEVEL", "INFO"))
+    _install_uvloop()
+    try:
+        asyncio.run(run_dev(args.host, args.port, args.sim_port))
+    except KeyboardInterrupt:
+        pass
+
+
+def cmd_dlq(args: argparse.Namespace) -> None:
+    from gateway.dlq_cli import run_dlq
+
+    configure(os.environ.get("PUSHGW_LOG_LEVEL", "WARNING"))
+    asyncio.run(run_dlq(settings_from(args), args))
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    from loadtest.bench import run_bench
+
+    configure("WARNING")
+    _install_uvloop()
+    asyncio.run(run_bench(quick=args.quick, json_path=args.json))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pushgw", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    gateway = commands.add_parser("gateway", help="run the ingress API")
+    gateway.add_argument("--host", default="127.0.0.1")
+    gateway.add_argument("--port", type=int, default=8080)
+    gateway.add_argument("--processes", type=int, default=1, help="processes sharing the port (SO_REUSEPORT)")
+    _add_setting_flags(gateway)
+    gateway.set_defaults(func=cmd_gateway)
+
+    worker = commands.add_parser("worker", help="run delivery workers")
+    worker.add_argument("--concurrency", type=int, default=None, help="deliveries in flight per process")
+    worker.add_argument("--processes", type=int, default=1)
+    _add_setting_flags(worker)
+    worker.set_defaults(func=cmd_worker)
+
+    sim = commands.add_parser("sim", help="run the WeChat API simulator")
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--port", type=int, default=8090)
+    sim.set_defaults(func=cmd_sim)
+
+    dev = commands.add_parser("dev", help="Redis, simulator, gateway and a worker in one command")
+    dev.add_argument("--host", default="127.0.0.1")
+    dev.add_argument("--port", type=int, default=8080)
+    dev.add_argument("--sim-port", type=int, default=8090)
+    dev.set_defaults(func=cmd_dev)
+
+    dlq = commands.add_parser("dlq", help="list or replay dead letters")
+    dlq.add_argument("action", choices=["list", "replay"])
+    dlq.add_argument("--event-id", default=None)
+    dlq.add_argument("--since", default=None, help="ISO-8601 time or unix seconds")
+    dlq.add_argument("--limit", type=int, default=1000)
+    _add_setting_flags(dlq)
+    dlq.set_defaults(func=cmd_dlq)
+
+    bench = commands.add_parser("bench", help="measure ingress and delivery throughput")
+    bench.add_argument("--quick", action="store_true", help="a short run")
+    bench.add_argument("--json", default=None, help="also write the results to this JSON file")
+    bench.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "processes", 1) < 1:
+        sys.exit("pushgw: --processes must be at least 1")
+    try:
+        args.func(args)
+    except ConfigError as exc:
+        sys.exit(f"pushgw: configuration error: {exc}")

@@ -1,0 +1,95 @@
+"""The API error tree. Every error answer has one shape: {"error": {"code", "message", "field"?}}.
+
+ApiError
+ ├── BadRequest            400 invalid_json, invalid_request
+ ├── Unauthorized          401 unauthorized
+ ├── NotFound              404 not_found
+ ├── MethodNotAllowed      405 method_not_allowed
+ ├── PayloadTooLarge       413 payload_too_large
+ ├── UnsupportedMediaType  415 unsupported_media_type
+ ├── Unprocessable         422 invalid_field, missing_field, unknown_field, event_id_conflict
+ ├── TooManyRequests       429 rate_limited (Retry-After)
+ └── ServiceUnavailable    503 unavailable (Retry-After)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+
+class ApiError(Exception):
+    """An error answered to the caller. Messages never hold secrets, account numbers or openids."""
+
+    status: ClassVar[int] = 400
+    default_code: ClassVar[str] = "invalid_request"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        field: str | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code or self.default_code
+        self.field = field
+        self.retry_after_s = retry_after_s
+
+    def body(self) -> dict[str, Any]:
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.field is not None:
+            error["field"] = self.field
+        return {"error": error}
+
+    def headers(self) -> dict[str, str]:
+        if self.retry_after_s is None:
+            return {}
+        return {"Retry-After": str(max(1, math.ceil(self.retry_after_s)))}
+
+
+class BadRequest(ApiError):
+    status = 400
+    default_code = "invalid_request"
+
+
+class Unauthorized(ApiError):
+    status = 401
+    default_code = "unauthorized"
+
+
+class NotFound(ApiError):
+    status = 404
+    default_code = "not_found"
+
+
+class MethodNotAllowed(ApiError):
+    status = 405
+    default_code = "method_not_allowed"
+
+
+class PayloadTooLarge(ApiError):
+    status = 413
+    default_code = "payload_too_large"
+
+
+class UnsupportedMediaType(ApiError):
+    status = 415
+    default_code = "unsupported_media_type"
+
+
+class Unprocessable(ApiError):
+    status = 422
+    default_code = "invalid_field"
+
+
+class TooManyRequests(ApiError):
+    status = 429
+    default_code = "rate_limited"
+
+
+class ServiceUnavailable(ApiError):
+    status = 503
+    default_code = "unavailable"

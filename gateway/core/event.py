@@ -1,0 +1,159 @@
+"""The account-change event core banking sends: strict validation, and its canonical form and hash."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+import orjson
+
+from gateway.core.errors import Unprocessable
+
+
+class EventType(StrEnum):
+    DEBIT = "debit"
+    CREDIT = "credit"
+    CARD_PURCHASE = "card_purchase"
+    TRANSFER_OUT = "transfer_out"
+    TRANSFER_IN = "transfer_in"
+    ATM_WITHDRAWAL = "atm_withdrawal"
+    LOAN_REPAYMENT = "loan_repayment"
+    REFUND = "refund"
+
+
+CURRENCIES = frozenset({"CNY", "USD", "EUR", "GBP", "JPY"})
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
+_ACCOUNT = re.compile(r"\d{8,32}")
+_AMOUNT = re.compile(r"(0|[1-9]\d{0,14})(\.\d{1,2})?")
+_BALANCE = re.compile(r"-?(0|[1-9]\d{0,14})(\.\d{1,2})?")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A validated event. `account` is the full number: it never leaves the gateway unmasked."""
+
+    event_id: str
+    customer_id: str
+    account: str
+    type: EventType
+    amount: str
+    currency: str
+    occurred_at: str
+    balance: str | None = None
+    counterparty: str | None = None
+    channel: str | None = None
+    priority: str = "normal"
+    fallback: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    def canonical_json(self) -> bytes:
+        """Stable bytes of the event: the same event in any key order or spacing gives the same bytes."""
+        return orjson.dumps(self.to_dict(), option=orjson.OPT_SORT_KEYS)
+
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> Event:
+        """Rebuild an event the gateway validated before (from a stream entry); no checks."""
+        return Event(**{**data, "type": EventType(data["type"])})
+
+
+def payload_hash(canonical: bytes) -> str:
+    return hashlib.sha256(canonical).hexdigest()
+
+
+def _text(value: Any, name: str, max_len: int) -> str:
+    if not isinstance(value, str):
+        raise Unprocessable(f"{name} must be a string", field=name)
+    if not value.strip() or len(value) > max_len or _CONTROL.search(value):
+        raise Unprocessable(f"{name} must be 1 to {max_len} printable characters", field=name)
+    return value
+
+
+def _pattern(pattern: re.Pattern[str], what: str) -> Callable[[Any, str], str]:
+    def check(value: Any, name: str) -> str:
+        if not isinstance(value, str):
+            raise Unprocessable(f"{name} must be a string", field=name)
+        if not pattern.fullmatch(value):
+            raise Unprocessable(f"{name} must be {what}", field=name)
+        return value
+
+    return check
+
+
+_id = _pattern(_ID, "1 to 64 letters, digits or . _ : - (starting with a letter or digit)")
+_account = _pattern(_ACCOUNT, "8 to 32 digits")
+_balance = _pattern(_BALANCE, 'a decimal string with at most 2 decimals, e.g. "5678.90"')
+
+
+def _amount(value: Any, name: str) -> str:
+    _pattern(_AMOUNT, 'a positive decimal string with at most 2 decimals, e.g. "1234.56"')(value, name)
+    if Decimal(value) == 0:
+        raise Unprocessable(f"{name} must be greater than zero", field=name)
+    return str(value)
+
+
+def _choice(options: frozenset[str]) -> Callable[[Any, str], str]:
+    def check(value: Any, name: str) -> str:
+        if not isinstance(value, str) or value not in options:
+            raise Unprocessable(f"{name} must be one of {', '.join(sorted(options))}", field=name)
+        return value
+
+    return check
+
+
+def _occurred_at(value: Any, name: str) -> str:
+    if not isinstance(value, str) or len(value) > 40:
+        raise Unprocessable(f"{name} must be an ISO-8601 string with a time zone", field=name)
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise Unprocessable(f"{name} must be an ISO-8601 date-time", field=name) from None
+    if moment.tzinfo is None:
+        raise Unprocessable(f"{name} must carry a time zone offset", field=name)
+    return value
+
+
+_REQUIRED: dict[str, Callable[[Any, str], Any]] = {
+    "event_id": _id,
+    "customer_id": _id,
+    "account": _account,
+    "type": _choice(frozenset(EventType)),
+    "amount": _amount,
+    "currency": _choice(CURRENCIES),
+    "occurred_at": _occurred_at,
+}
+_OPTIONAL: dict[str, Callable[[Any, str], Any]] = {
+    "balance": _balance,
+    "counterparty": lambda value, name: _text(value, name, 64),
+    "channel": lambda value, name: _text(value, name, 32),
+    "priority": _choice(frozenset({"normal", "critical"})),
+    "fallback": _choice(frozenset({"sms", "none"})),
+}
+
+
+def parse_event(data: Any) -> Event:
+    """Validate one decoded JSON value. Raises Unprocessable naming the first bad, missing or unknown
+    field."""
+    if not isinstance(data, dict):
+        raise Unprocessable("an event must be a JSON object", field="")
+    for name in data:
+        if name not in _REQUIRED and name not in _OPTIONAL:
+            raise Unprocessable(f"unknown field {name[:64]!r}", code="unknown_field", field=name[:64])
+    values: dict[str, Any] = {}
+    for name, check in _REQUIRED.items():
+        if name not in data:
+            raise Unprocessable(f"{name} is required", code="missing_field", field=name)
+        values[name] = check(data[name], name)
+    for name, check in _OPTIONAL.items():
+        if name in data and data[name] is not None:
+            values[name] = check(data[name], name)
+    values["type"] = EventType(values["type"])
+    return Event(**values)

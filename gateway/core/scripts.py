@@ -1,0 +1,174 @@
+"""Typed wrappers of the Lua scripts in scripts/*.lua, loaded once (EVALSHA with NOSCRIPT fallback)."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+from redis.exceptions import NoScriptError
+
+from gateway.core import keys
+from gateway.core.settings import Settings
+
+Client = Redis | Pipeline
+
+
+class _Script:
+    """One Lua script by its SHA. On a pipeline it is queued as a bare EVALSHA (redis-py's own script
+    objects would add a SCRIPT EXISTS round trip to every pipeline); the caller handles NOSCRIPT there."""
+
+    def __init__(self, name: str) -> None:
+        path = resources.files("gateway.core").joinpath(f"scripts/{name}.lua")
+        self.source = path.read_text(encoding="utf-8")
+        self.sha = hashlib.sha1(self.source.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA1
+
+    async def __call__(self, client: Client, keys: list[str], args: list[Any]) -> Any:
+        if isinstance(client, Pipeline):
+            return client.evalsha(self.sha, len(keys), *keys, *args)
+        try:
+            return await client.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            await client.script_load(self.source)
+            return await client.evalsha(self.sha, len(keys), *keys, *args)
+
+
+@dataclass(frozen=True)
+class IngestArgs:
+    """One event to ingest: the caller has validated it and computed its canonical form and hash."""
+
+    source: str
+    event_id: str
+    customer_id: str
+    canonical: bytes
+    payload_hash: str
+    signature: str | None = None
+
+
+class Scripts:
+    """The registered scripts of one Redis client. Each method is one script call (or one pipeline slot)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._ingest = _Script("ingest")
+        self._finish = _Script("finish")
+        self._move_retries = _Script("move_retries")
+        self._flush_digest = _Script("flush_digest")
+        self._token_invalidate = _Script("token_invalidate")
+        self._release_lock = _Script("release_lock")
+        self._replay_dead = _Script("replay_dead")
+
+    async def load(self, redis: Redis) -> None:
+        """Load every script (after a Redis restart, pipelines answer NOSCRIPT until this runs)."""
+        for script in (
+            self._ingest,
+            self._finish,
+            self._move_retries,
+            self._flush_digest,
+            self._token_invalidate,
+            self._release_lock,
+            self._replay_dead,
+        ):
+            await redis.script_load(script.source)
+
+    async def ingest(self, client: Client, args: IngestArgs) -> Any:
+        """Queue one event. On a Redis client returns [status, detail]; on a pipeline queues the call."""
+        s = self._settings
+        shard = keys.shard_of(args.customer_id, s.shards)
+        sig_ttl_s = 2 * s.signature_window_s if args.signature else 0
+        return await self._ingest(
+            client,
+            [
+                keys.event(shard, args.source, args.event_id),
+                keys.rate_log(shard, args.customer_id),
+                keys.stream(shard),
+                keys.digest_held(shard, args.customer_id),
+                keys.digest_due(shard),
+                keys.signature(shard, args.signature or "-"),
+            ],
+            [
+                args.source,
+                args.event_id,
+                args.customer_id,
+                args.canonical,
+                args.payload_hash,
+                s.event_ttl_s,
+                s.rate_limit.count,
+                s.rate_limit.window_s * 1000,
+                s.rate_policy,
+                sig_ttl_s,
+            ],
+        )
+
+    async def finish(
+        self,
+        client: Client,
+        *,
+        shard: int,
+        entry_id: str,
+        records: list[str],
+        status: str,
+        attempts: int,
+        last_error: str = "",
+        msgid: str = "",
+        retry_due_ms: int = 0,
+        entry_json: bytes = b"",
+    ) -> int:
+        """Record an outcome on every record of the entry and XACK it, atomically; schedules the retry or
+        writes the dead letter as the status says. Returns how many records changed."""
+        result = await self._finish(
+            client,
+            [keys.stream(shard), keys.retries(shard), keys.dead_letters(shard), *records],
+            [
+                keys.GROUP,
+                entry_id,
+                status,
+                attempts,
+                last_error,
+                msgid,
+                retry_due_ms,
+                entry_json,
+                self._settings.event_ttl_s,
+            ],
+        )
+        return int(result)
+
+    async def move_retries(self, client: Client, shard: int, most: int) -> int:
+        """Move due retries of a shard back onto its stream. Returns how many moved."""
+        return int(await self._move_retries(client, [keys.retries(shard), keys.stream(shard)], [most]))
+
+    async def flush_digest(self, client: Client, shard: int, customer_id: str, most: int) -> int:
+        """Queue a customer's held events as one digest if their window reopened. Returns events digested."""
+        limit = self._settings.rate_limit
+        return int(
+            await self._flush_digest(
+                client,
+                [
+                    keys.digest_due(shard),
+                    keys.digest_held(shard, customer_id),
+                    keys.rate_log(shard, customer_id),
+                    keys.stream(shard),
+                ],
+                [customer_id, limit.count, limit.window_s * 1000, most],
+            )
+        )
+
+    async def token_invalidate(self, client: Client, appid: str, failed_token: str) -> bool:
+        return bool(await self._token_invalidate(client, [keys.token(appid)], [failed_token]))
+
+    async def release_lock(self, client: Client, key: str, holder: str) -> bool:
+        return bool(await self._release_lock(client, [key], [holder]))
+
+    async def replay_dead(self, client: Client, shard: int, dead_id: str, records: list[str]) -> str | None:
+        """Move one dead letter back to the stream (attempts reset). Returns the new entry id or None."""
+        new_id = await self._replay_dead(
+            client, [keys.dead_letters(shard), keys.stream(shard), *records], [dead_id]
+        )
+        return None if new_id is None else _text(new_id)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

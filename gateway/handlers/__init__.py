@@ -1,0 +1,1 @@
+"""HTTP handlers of the ingress API, one module per resource."""

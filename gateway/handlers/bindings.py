@@ -1,0 +1,78 @@
+"""PUT|GET|DELETE /v1/bindings/{customer_id}: the customer's WeChat openid."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, cast
+
+from aiohttp import web
+
+from gateway.context import decode_json, gateway_of, path_id, read_body
+from gateway.core import clock, keys
+from gateway.core.errors import NotFound, Unprocessable
+from gateway.core.redis import text_map
+from gateway.responses import respond
+
+_OPENID = re.compile(r"[A-Za-z0-9_-]{6,64}")
+_APPID = re.compile(r"wx[A-Za-z0-9_]{1,62}")
+BINDING_ACTIVE = "active"
+
+
+def _parse_binding(data: object) -> dict[str, str]:
+    if not isinstance(data, dict):
+        raise Unprocessable("body must be a JSON object", field="")
+    for name in data:
+        if name not in {"openid", "appid"}:
+            raise Unprocessable(f"unknown field {name[:64]!r}", code="unknown_field", field=name[:64])
+    openid = data.get("openid")
+    if openid is None:
+        raise Unprocessable("openid is required", code="missing_field", field="openid")
+    if not isinstance(openid, str) or not _OPENID.fullmatch(openid):
+        raise Unprocessable("openid must be 6 to 64 letters, digits, _ or -", field="openid")
+    binding = {"openid": openid}
+    appid = data.get("appid")
+    if appid is not None:
+        if not isinstance(appid, str) or not _APPID.fullmatch(appid):
+            raise Unprocessable("appid must look like wx followed by letters and digits", field="appid")
+        binding["appid"] = appid
+    return binding
+
+
+def _view(customer_id: str, record: dict[str, str]) -> dict[str, str]:
+    view = {"customer_id": customer_id, "openid": record["openid"], "status": record.get("status", "")}
+    if "appid" in record:
+        view["appid"] = record["appid"]
+    return view
+
+
+async def put_binding(request: web.Request) -> web.Response:
+    gw = gateway_of(request)
+    body = await read_body(request, gw.settings.max_body_bytes)
+    await gw.authenticate(request, body)
+    customer_id = path_id(request, "customer_id")
+    binding = _parse_binding(decode_json(body))
+    record: dict[str, str] = {**binding, "status": BINDING_ACTIVE, "updated_ms": str(clock.now_ms())}
+    async with gw.redis.pipeline(transaction=True) as pipe:
+        pipe.delete(keys.binding(customer_id))
+        pipe.hset(keys.binding(customer_id), mapping=cast(Any, record))
+        await pipe.execute()
+    return respond(_view(customer_id, record))
+
+
+async def get_binding(request: web.Request) -> web.Response:
+    gw = gateway_of(request)
+    await gw.authenticate(request, b"")
+    customer_id = path_id(request, "customer_id")
+    record = text_map(await gw.redis.hgetall(keys.binding(customer_id)))
+    if not record:
+        raise NotFound("no binding for this customer", field="customer_id")
+    return respond(_view(customer_id, record))
+
+
+async def delete_binding(request: web.Request) -> web.Response:
+    gw = gateway_of(request)
+    await gw.authenticate(request, b"")
+    customer_id = path_id(request, "customer_id")
+    if not await gw.redis.delete(keys.binding(customer_id)):
+        raise NotFound("no binding for this customer", field="customer_id")
+    return web.Response(status=204)

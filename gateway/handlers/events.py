@@ -1,0 +1,161 @@
+"""POST /v1/events, POST /v1/events/batch, GET /v1/events/{event_id}."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from gateway.auth import Caller
+from gateway.context import decode_json, gateway_of, path_id, read_body
+from gateway.core import keys, metrics
+from gateway.core.errors import (
+    ApiError,
+    NotFound,
+    PayloadTooLarge,
+    TooManyRequests,
+    Unauthorized,
+    Unprocessable,
+)
+from gateway.core.event import Event, parse_event, payload_hash
+from gateway.core.scripts import IngestArgs
+from gateway.core.status import EventStatus
+from gateway.responses import respond
+
+_ACCEPTED = {"queued": 202, "digested": 202, "duplicate": 200}
+
+
+def _ingest_args(caller: Caller, event: Event, signature: str | None) -> IngestArgs:
+    canonical = event.canonical_json()
+    return IngestArgs(
+        source=caller.source,
+        event_id=event.event_id,
+        customer_id=event.customer_id,
+        canonical=canonical,
+        payload_hash=payload_hash(canonical),
+        signature=signature,
+    )
+
+
+def _raise_for(status: str, detail: str) -> None:
+    """Turn an ingest script answer that is not an acceptance into its API error."""
+    if status == "conflict":
+        raise Unprocessable(
+            "event_id was already used with a different body", code="event_id_conflict", field="event_id"
+        )
+    if status == "rate_limited":
+        raise TooManyRequests("customer rate limit reached", retry_after_s=int(detail) / 1000)
+    if status == "replay":
+        raise Unauthorized("this signature was used before")
+
+
+def _count(result: str) -> None:
+    metrics.EVENTS.labels(result).inc()
+
+
+async def post_event(request: web.Request) -> web.Response:
+    gw = gateway_of(request)
+    body = await read_body(request, gw.settings.max_body_bytes)
+    caller = await gw.authenticate(request, body, remember=False)
+    try:
+        event = parse_event(decode_json(body))
+    except ApiError:
+        _count("invalid")
+        raise
+    gw.readiness.require_accepting()
+    status, detail = await gw.ingestor.submit(_ingest_args(caller, event, caller.signature))
+    _count(status)
+    _raise_for(status, detail)
+    return respond({"event_id": event.event_id, "status": status}, status=_ACCEPTED[status])
+
+
+def _batch_items(data: object, most: int) -> list[Any]:
+    if not isinstance(data, dict) or set(data) != {"events"}:
+        extra = sorted(set(data) - {"events"}) if isinstance(data, dict) else []
+        field = extra[0][:64] if extra else "events"
+        raise Unprocessable('body must be {"events": [...]}', field=field)
+    items = data["events"]
+    if not isinstance(items, list) or not items:
+        raise Unprocessable("events must be a non-empty list", field="events")
+    if len(items) > most:
+        raise PayloadTooLarge(f"a batch holds at most {most} events")
+    return items
+
+
+def _item_error(item: Any, error: ApiError) -> dict[str, Any]:
+    event_id = item.get("event_id") if isinstance(item, dict) else None
+    field = error.field
+    result: dict[str, Any] = {
+        "event_id": event_id if isinstance(event_id, str) else None,
+        "status": "rejected",
+        "error": error.body()["error"],
+    }
+    if field is not None:
+        result["error"]["field"] = field
+    return result
+
+
+async def post_batch(request: web.Request) -> web.Response:
+    gw = gateway_of(request)
+    body = await read_body(request, gw.settings.max_batch_body_bytes)
+    caller = await gw.authenticate(request, body)
+    items = _batch_items(decode_json(body), gw.settings.max_batch_events)
+    results: list[dict[str, Any] | None] = [None] * len(items)
+    valid: list[tuple[int, Event]] = []
+    for index, item in enumerate(items):
+        try:
+            valid.append((index, parse_event(item)))
+        except ApiError as exc:
+            _count("invalid")
+            results[index] = _item_error(item, exc)
+    if valid:
+        gw.readiness.require_accepting()
+        answers = await gw.ingestor.submit_many([_ingest_args(caller, event, None) for _, event in valid])
+        for (index, event), (status, detail) in zip(valid, answers, strict=True):
+            _count(status)
+            try:
+                _raise_for(status, detail)
+                results[index] = {"event_id": event.event_id, "status": status}
+            except ApiError as exc:
+                results[index] = _item_error(items[index], exc)
+                if exc.retry_after_s is not None:
+                    results[index]["status"] = "rate_limited"  # type: ignore[index]
+                    results[index]["retry_after_s"] = math.ceil(exc.retry_after_s)  # type: ignore[index]
+    return respond({"results": results})
+
+
+def _iso(ms: str | None) -> str | None:
+    if not ms:
+        return None
+    return datetime.fromtimestamp(int(ms) / 1000, UTC).isoformat(timespec="milliseconds")
+
+
+def lifecycle(event_id: str, record: dict[str, str]) -> dict[str, Any]:
+    """The public view of an event record: never the body, the account or the openid."""
+    view: dict[str, Any] = {
+        "event_id": event_id,
+        "status": EventStatus(record["status"]),
+        "attempts": int(record.get("attempts", 0)),
+        "last_error": record.get("last_error"),
+        "accepted_at": _iso(record.get("accepted_ms")),
+        "updated_at": _iso(record.get("updated_ms")),
+        "delivered_at": _iso(record.get("delivered_ms")),
+    }
+    if "msgid" in record:
+        view["msgid"] = record["msgid"]
+    return view
+
+
+async def get_event(request: web.Request) -> web.Response:
+    gw = gateway_of(request)
+    caller = await gw.authenticate(request, b"")
+    event_id = path_id(request, "event_id")
+    async with gw.redis.pipeline(transaction=False) as pipe:
+        for shard in range(gw.settings.shards):
+            pipe.hgetall(keys.event(shard, caller.source, event_id))
+        found = [record for record in await pipe.execute() if record]
+    if not found:
+        raise NotFound("no such event", field="event_id")
+    return respond(lifecycle(event_id, found[0]))

@@ -1,0 +1,27 @@
+"""GET /healthz (the process is up) and GET /readyz (Redis reachable and durable)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from gateway.context import gateway_of
+from gateway.responses import respond
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return respond({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    gw = gateway_of(request)
+    try:
+        async with asyncio.timeout(gw.settings.redis_timeout_s):
+            await gw.redis.ping()
+    except Exception as exc:  # any failure to reach Redis means not ready
+        return respond({"status": "unavailable", "problems": [f"redis: {type(exc).__name__}"]}, status=503)
+    readiness = gw.readiness
+    if readiness.require_durable and not readiness.durable:
+        return respond({"status": "unavailable", "problems": readiness.problems}, status=503)
+    return respond({"status": "ready"})

@@ -1,0 +1,263 @@
+"""The OpenAPI 3.1 document of the ingress API, served at /openapi.json (a test keeps it true)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from gateway.core.event import CURRENCIES, EventType
+from gateway.core.status import EventStatus
+from gateway.responses import respond
+
+_ID = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"}
+_DECIMAL = {"type": "string", "pattern": r"^(0|[1-9]\d{0,14})(\.\d{1,2})?$"}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return _json(_ref("Error"), description)
+
+
+_ERRORS = {
+    "400": _error("body is not JSON"),
+    "401": _error("missing, bad, expired or replayed signature"),
+    "415": _error("Content-Type is not application/json"),
+    "422": _error("a field is missing, unknown or invalid"),
+    "503": _error("Redis unavailable or not durable; retry after Retry-After seconds"),
+}
+_AUTH_ERRORS = {"401": _ERRORS["401"], "503": _ERRORS["503"]}
+
+_SCHEMAS: dict[str, Any] = {
+    "Event": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["event_id", "customer_id", "account", "type", "amount", "currency", "occurred_at"],
+        "properties": {
+            "event_id": _ID,
+            "customer_id": _ID,
+            "account": {"type": "string", "pattern": r"^\d{8,32}$"},
+            "type": {"type": "string", "enum": [t.value for t in EventType]},
+            "amount": _DECIMAL,
+            "currency": {"type": "string", "enum": sorted(CURRENCIES)},
+            "balance": {"type": "string", "pattern": r"^-?(0|[1-9]\d{0,14})(\.\d{1,2})?$"},
+            "occurred_at": {"type": "string", "format": "date-time"},
+            "counterparty": {"type": "string", "minLength": 1, "maxLength": 64},
+            "channel": {"type": "string", "minLength": 1, "maxLength": 32},
+            "priority": {"type": "string", "enum": ["normal", "critical"]},
+            "fallback": {"type": "string", "enum": ["sms", "none"]},
+        },
+    },
+    "Accepted": {
+        "type": "object",
+        "required": ["event_id", "status"],
+        "properties": {
+            "event_id": _ID,
+            "status": {"type": "string", "enum": ["queued", "digested", "duplicate"]},
+        },
+    },
+    "BatchResults": {
+        "type": "object",
+        "required": ["results"],
+        "properties": {
+            "results": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["event_id", "status"],
+                    "properties": {
+                        "event_id": {"type": ["string", "null"]},
+                        "status": {
+                            "type": "string",
+                            "enum": ["queued", "digested", "duplicate", "rejected", "rate_limited"],
+                        },
+                        "error": _ref("ErrorDetail"),
+                        "retry_after_s": {"type": "integer"},
+                    },
+                },
+            }
+        },
+    },
+    "Lifecycle": {
+        "type": "object",
+        "required": ["event_id", "status", "attempts"],
+        "properties": {
+            "event_id": _ID,
+            "status": {"type": "string", "enum": [s.value for s in EventStatus]},
+            "attempts": {"type": "integer"},
+            "last_error": {"type": ["string", "null"]},
+            "accepted_at": {"type": ["string", "null"], "format": "date-time"},
+            "updated_at": {"type": ["string", "null"], "format": "date-time"},
+            "delivered_at": {"type": ["string", "null"], "format": "date-time"},
+            "msgid": {"type": "string"},
+        },
+    },
+    "BindingRequest": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["openid"],
+        "properties": {
+            "openid": {"type": "string", "pattern": "^[A-Za-z0-9_-]{6,64}$"},
+            "appid": {"type": "string", "pattern": "^wx[A-Za-z0-9_]{1,62}$"},
+        },
+    },
+    "Binding": {
+        "type": "object",
+        "required": ["customer_id", "openid", "status"],
+        "properties": {
+            "customer_id": _ID,
+            "openid": {"type": "string"},
+            "appid": {"type": "string"},
+            "status": {"type": "string", "enum": ["active", "unsubscribed", "invalid", "blocked"]},
+        },
+    },
+    "ErrorDetail": {
+        "type": "object",
+        "required": ["code", "message"],
+        "properties": {
+            "code": {"type": "string"},
+            "message": {"type": "string"},
+            "field": {"type": "string"},
+        },
+    },
+    "Error": {"type": "object", "required": ["error"], "properties": {"error": _ref("ErrorDetail")}},
+}
+
+
+def _path_param(name: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": _ID}
+
+
+def document() -> dict[str, Any]:
+    """The whole document; pure, so tests can compare it with the app's routes."""
+    signed: list[dict[str, list[str]]] = [{"pushgwSignature": []}]
+    events_body = {"required": True, "content": {"application/json": {"schema": _ref("Event")}}}
+    batch_schema = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["events"],
+        "properties": {"events": {"type": "array", "minItems": 1, "maxItems": 500, "items": {}}},
+    }
+    binding_param = [_path_param("customer_id")]
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "pushgw ingress", "version": "1"},
+        "components": {
+            "schemas": _SCHEMAS,
+            "securitySchemes": {
+                "pushgwSignature": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "X-Pushgw-Signature",
+                    "description": "hex HMAC-SHA256(secret, '{X-Pushgw-Timestamp}.' + body), key id in "
+                    "X-Pushgw-Key; 5-minute window; a signature is accepted once",
+                }
+            },
+        },
+        "paths": {
+            "/v1/events": {
+                "post": {
+                    "summary": "Queue one account-change event",
+                    "security": signed,
+                    "requestBody": events_body,
+                    "responses": {
+                        "202": _json(_ref("Accepted"), "queued or digested (durable in Redis)"),
+                        "200": _json(_ref("Accepted"), "duplicate of an event already accepted"),
+                        "413": _error("body too large"),
+                        "429": _error("customer rate limit (policy reject)"),
+                        **_ERRORS,
+                    },
+                }
+            },
+            "/v1/events/batch": {
+                "post": {
+                    "summary": "Queue up to 500 events; per-item results in request order",
+                    "security": signed,
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": batch_schema}},
+                    },
+                    "responses": {
+                        "200": _json(_ref("BatchResults"), "per-item results"),
+                        "413": _error("body too large or too many events"),
+                        **_ERRORS,
+                    },
+                }
+            },
+            "/v1/events/{event_id}": {
+                "get": {
+                    "summary": "The event's lifecycle",
+                    "security": signed,
+                    "parameters": [_path_param("event_id")],
+                    "responses": {
+                        "200": _json(_ref("Lifecycle"), "the event"),
+                        "404": _error("no such event"),
+                        "422": _ERRORS["422"],
+                        **_AUTH_ERRORS,
+                    },
+                }
+            },
+            "/v1/bindings/{customer_id}": {
+                "put": {
+                    "summary": "Bind a customer to a WeChat openid",
+                    "security": signed,
+                    "parameters": binding_param,
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref("BindingRequest")}},
+                    },
+                    "responses": {
+                        "200": _json(_ref("Binding"), "bound"),
+                        "413": _error("too large"),
+                        **_ERRORS,
+                    },
+                },
+                "get": {
+                    "summary": "The customer's binding",
+                    "security": signed,
+                    "parameters": binding_param,
+                    "responses": {
+                        "200": _json(_ref("Binding"), "bound"),
+                        "404": _error("no binding"),
+                        "422": _ERRORS["422"],
+                        **_AUTH_ERRORS,
+                    },
+                },
+                "delete": {
+                    "summary": "Remove the binding",
+                    "security": signed,
+                    "parameters": binding_param,
+                    "responses": {
+                        "204": {"description": "removed"},
+                        "404": _error("no binding"),
+                        "422": _ERRORS["422"],
+                        **_AUTH_ERRORS,
+                    },
+                },
+            },
+            "/healthz": {"get": {"summary": "Process is up", "responses": {"200": {"description": "up"}}}},
+            "/readyz": {
+                "get": {
+                    "summary": "Redis reachable and durable",
+                    "responses": {"200": {"description": "ready"}, "503": {"description": "not ready"}},
+                }
+            },
+            "/metrics": {
+                "get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text"}}}
+            },
+            "/openapi.json": {
+                "get": {"summary": "This document", "responses": {"200": {"description": "json"}}}
+            },
+        },
+    }
+
+
+async def serve(request: web.Request) -> web.Response:
+    return respond(document())

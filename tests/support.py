@@ -1,0 +1,196 @@
+"""Test support: a real redis-server on a free port, running apps on loopback, signed requests, polling."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from gateway.auth import sign
+from gateway.core.redis import embedded_server_binary
+
+KEY_ID = "cbs"
+SECRET = "test-ingress-secret"  # noqa: S105 - a fixture key
+APPID = "wx_test_app"
+APP_SECRET = "test_app_secret"  # noqa: S105 - a fixture app secret
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_server_binary() -> str:
+    """PUSHGW_TEST_REDIS=valkey picks the embedded valkey-server; otherwise redis-server from PATH, else
+    the embedded one (so the suite runs on a bare machine too)."""
+    if os.environ.get("PUSHGW_TEST_REDIS") == "valkey":
+        return embedded_server_binary()
+    return shutil.which("redis-server") or embedded_server_binary()
+
+
+class RedisServer:
+    """A redis-server process with AOF (appendfsync always) that tests may kill, pause and restart."""
+
+    def __init__(self, directory: Path) -> None:
+        self.binary = test_server_binary()
+        self.directory = directory
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, *extra: str) -> None:
+        self.process = subprocess.Popen(
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.directory),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+                "--maxmemory-policy",
+                "noeviction",
+                *extra,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(64).startswith(b"+PONG"):
+                        return
+            except OSError:
+                time.sleep(0.02)
+        raise RuntimeError(f"{self.binary} did not start on port {self.port}")
+
+    def stop(self, kill: bool = False) -> None:
+        if self.process is None:
+            return
+        if kill:
+            self.process.kill()
+        else:
+            self.process.terminate()
+        self.process.wait(timeout=10)
+        self.process = None
+
+
+class Running:
+    """An aiohttp app served on a free loopback port."""
+
+    def __init__(self, app: web.Application) -> None:
+        self.app = app
+        self.port = free_port()
+        self.runner = web.AppRunner(app, access_log=None)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> Running:
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+        return self
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()
+
+
+def signed_headers(
+    body: bytes, *, key_id: str = KEY_ID, secret: str = SECRET, at_s: int | None = None
+) -> dict[str, str]:
+    timestamp = str(int(time.time()) if at_s is None else at_s)
+    return {
+        "Content-Type": "application/json",
+        "X-Pushgw-Key": key_id,
+        "X-Pushgw-Timestamp": timestamp,
+        "X-Pushgw-Signature": sign(secret, timestamp, body),
+    }
+
+
+class Client:
+    """Signed JSON calls to a gateway: each returns (status, decoded body or None)."""
+
+    def __init__(self, session: aiohttp.ClientSession, url: str) -> None:
+        self.session = session
+        self.url = url
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        data: Any = None,
+        *,
+        raw: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, Any]:
+        body = raw if raw is not None else (b"" if data is None else orjson.dumps(data))
+        sent = signed_headers(body) if headers is None else headers
+        async with self.session.request(method, self.url + path, data=body, headers=sent) as response:
+            payload = await response.read()
+            return response.status, orjson.loads(payload) if payload else None
+
+    async def post_event(self, event: dict[str, Any]) -> tuple[int, Any]:
+        return await self.call("POST", "/v1/events", event)
+
+    async def bind(self, customer_id: str, openid: str) -> None:
+        status, _ = await self.call("PUT", f"/v1/bindings/{customer_id}", {"openid": openid})
+        assert status == 200
+
+
+_sequence = iter(range(10**9))
+
+
+def make_event(**overrides: Any) -> dict[str, Any]:
+    """A valid event with a fresh id; `overrides` replace fields (None removes one)."""
+    event: dict[str, Any] = {
+        "event_id": f"CBS-20261122-{next(_sequence):09d}",
+        "customer_id": "C100234",
+        "account": "6222020200001234",
+        "type": "card_purchase",
+        "amount": "1234.56",
+        "currency": "CNY",
+        "balance": "5678.90",
+        "occurred_at": "2026-11-22T10:00:00+08:00",
+        "counterparty": "Starbucks Shanghai",
+        "channel": "POS",
+    }
+    for name, value in overrides.items():
+        if value is None:
+            event.pop(name, None)
+        else:
+            event[name] = value
+    return event
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool]], timeout_s: float = 30.0, step_s: float = 0.05
+) -> None:
+    """Poll `check` until it is true; fail with the test's own timeout in mind (no fixed sleeps)."""
+    deadline = time.monotonic() + timeout_s
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(step_s)

@@ -1,0 +1,1 @@
+"""A simulator of the WeChat Official Account API (tokens, template sends, faults), served over real HTTP."""

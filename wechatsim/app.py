@@ -1,0 +1,66 @@
+"""The simulator's app factory: routes, state under a typed key, the outage switch, the /sim error shape."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from wechatsim.config import SimConfig
+from wechatsim.handlers import METRICS_KEY, STATE_KEY, BadRequest, json_response, routes
+from wechatsim.metrics import metrics_registry
+from wechatsim.state import Clock, SimState
+
+__all__ = ["STATE_KEY", "SimConfig", "create_app"]
+
+logger = logging.getLogger(__name__)
+
+_ENDPOINTS = {
+    "/cgi-bin/token": "token",
+    "/cgi-bin/stable_token": "stable_token",
+    "/cgi-bin/message/template/send": "send",
+    "/cgi-bin/template/get_all_private_template": "templates",
+}
+
+
+@web.middleware
+async def _wechat_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Count every WeChat API call, and answer each with HTTP 503 while the outage fault is on."""
+    endpoint = _ENDPOINTS.get(request.path)
+    if endpoint is None:
+        return await handler(request)
+    state = request.app[STATE_KEY]
+    state.stats.calls[endpoint] += 1
+    if state.faults.outage:
+        if endpoint == "send":
+            state.stats.errcodes["http_5xx"] += 1
+        elif endpoint != "templates":
+            state.stats.token_errcodes["http_5xx"] += 1
+        return web.Response(status=503, text="503 Service Unavailable")
+    return await handler(request)
+
+
+@web.middleware
+async def _error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Bad input answers 400 `{"error": ...}`; a bug answers 500 in the same shape and is logged."""
+    try:
+        return await handler(request)
+    except BadRequest as exc:
+        return json_response({"error": str(exc)}, 400)
+    except web.HTTPException:
+        raise
+    except Exception:
+        logger.exception("unhandled error in %s %s", request.method, request.path)
+        return json_response({"error": "internal error"}, 500)
+
+
+def create_app(config: SimConfig, *, clock: Clock = time.time) -> web.Application:
+    """The simulator as an aiohttp app; `clock` (unix seconds) is injectable so tests can move time."""
+    app = web.Application(middlewares=[_error_middleware, _wechat_middleware])
+    state = SimState(config, clock)
+    app[STATE_KEY] = state
+    app[METRICS_KEY] = metrics_registry(state)
+    app.add_routes(routes)
+    return app

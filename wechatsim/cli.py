@@ -1,0 +1,100 @@
+"""Running the simulator: its configuration from `PUSHGW_SIM_*` variables and a serve-until-cancelled loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from typing import TypeVar
+
+from aiohttp import web
+
+from wechatsim.app import create_app
+from wechatsim.config import SimConfig
+
+__all__ = ["config_from_env", "serve"]
+
+logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+DEFAULT_APPS = "wx_demo_app:demo_secret"
+_DEFAULT_OVERLAP_S = 300
+
+
+def _apps(raw: str) -> dict[str, str]:
+    apps: dict[str, str] = {}
+    for index, entry in enumerate(raw.split(","), start=1):
+        appid, sep, secret = entry.strip().partition(":")
+        if not sep or not appid or not secret:
+            raise ValueError(f"PUSHGW_SIM_APPS: entry {index} must be appid:secret (comma-separated pairs)")
+        apps[appid] = secret
+    return apps
+
+
+def _env_value(environ: Mapping[str, str], name: str, parse: Callable[[str], _T], default: _T) -> _T:
+    raw = environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return parse(raw.strip())
+    except ValueError as exc:
+        raise ValueError(f"{name}: bad value {raw!r} ({exc})") from None
+
+
+def _non_negative_int(raw: str) -> int:
+    value = int(raw)
+    if value < 0:
+        raise ValueError("must be >= 0")
+    return value
+
+
+def _positive_int(raw: str) -> int:
+    value = int(raw)
+    if value <= 0:
+        raise ValueError("must be > 0")
+    return value
+
+
+def config_from_env(environ: Mapping[str, str]) -> SimConfig:
+    """A SimConfig from `PUSHGW_SIM_APPS` (appid:secret,...), `PUSHGW_SIM_TOKEN_TTL_S`, `PUSHGW_SIM_SEED`,
+    and the optional `PUSHGW_SIM_TOKEN_OVERLAP_S`, `PUSHGW_SIM_DEDUP_WINDOW_S`, `PUSHGW_SIM_DAILY_QUOTA`,
+    `PUSHGW_SIM_MINUTE_QUOTA`. Raises ValueError naming the variable on a bad value.
+    """
+    raw_apps = environ.get("PUSHGW_SIM_APPS") or DEFAULT_APPS
+    if "PUSHGW_SIM_APPS" in environ and not environ["PUSHGW_SIM_APPS"].strip():
+        raise ValueError("PUSHGW_SIM_APPS: bad value '' (give comma-separated appid:secret pairs)")
+    ttl_s = _env_value(environ, "PUSHGW_SIM_TOKEN_TTL_S", _positive_int, 7200)
+    overlap_s = _env_value(
+        environ, "PUSHGW_SIM_TOKEN_OVERLAP_S", _non_negative_int, min(_DEFAULT_OVERLAP_S, ttl_s // 2)
+    )
+    if overlap_s >= ttl_s:
+        raise ValueError(
+            f"PUSHGW_SIM_TOKEN_OVERLAP_S: bad value {overlap_s} (must be < the token TTL {ttl_s})"
+        )
+    return SimConfig(
+        apps=_apps(raw_apps),
+        token_ttl_s=ttl_s,
+        token_overlap_s=overlap_s,
+        dedup_window_s=_env_value(environ, "PUSHGW_SIM_DEDUP_WINDOW_S", _non_negative_int, 600),
+        daily_quota=_env_value(environ, "PUSHGW_SIM_DAILY_QUOTA", _non_negative_int, 100_000),
+        minute_quota=_env_value(environ, "PUSHGW_SIM_MINUTE_QUOTA", _non_negative_int, 0),
+        seed=_env_value(environ, "PUSHGW_SIM_SEED", int, 0),
+    )
+
+
+async def serve(host: str, port: int, config: SimConfig) -> None:
+    """Serve the simulator on host:port until cancelled; the listener is closed on the way out.
+
+    The access log is off: request lines carry access tokens and openids.
+    """
+    runner = web.AppRunner(create_app(config), access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        logger.info("wechatsim listening on %s:%d with %d app(s)", host, port, len(config.apps))
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+        logger.info("wechatsim stopped")

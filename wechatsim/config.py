@@ -1,0 +1,35 @@
+"""The simulator's configuration: accepted apps, token lifetime, dedup window, quotas and random seed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from wechatsim.catalog import default_apps
+
+__all__ = ["SimConfig"]
+
+
+@dataclass(frozen=True, slots=True)
+class SimConfig:
+    """What the simulated account accepts; `repr` leaves the app secrets out.
+
+    `minute_quota` 0 means no per-minute limit. Raises ValueError for an impossible combination.
+    """
+
+    apps: dict[str, str] = field(default_factory=default_apps, repr=False)
+    token_ttl_s: int = 7200
+    token_overlap_s: int = 300
+    dedup_window_s: float = 600.0
+    daily_quota: int = 100_000
+    minute_quota: int = 0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.apps:
+            raise ValueError("apps: at least one appid:secret pair is needed")
+        if self.token_ttl_s <= 0:
+            raise ValueError(f"token_ttl_s must be > 0, got {self.token_ttl_s}")
+        if not 0 <= self.token_overlap_s < self.token_ttl_s:
+            raise ValueError(f"token_overlap_s must be in [0, token_ttl_s), got {self.token_overlap_s}")
+        if self.dedup_window_s < 0 or self.daily_quota < 0 or self.minute_quota < 0:
+            raise ValueError("dedup_window_s, daily_quota and minute_quota must be >= 0")

@@ -1,0 +1,215 @@
+"""HTTP handlers: the WeChat API paths (`/cgi-bin/...`) and the test-facing inspection API (`/sim/...`)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import secrets
+from collections.abc import Mapping
+
+import orjson
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from wechatsim import errcodes
+from wechatsim.faults import FaultError, parse_faults
+from wechatsim.send import send_template, token_errcode
+from wechatsim.state import SimState
+
+__all__ = ["METRICS_KEY", "STATE_KEY", "BadRequest", "json_response", "routes"]
+
+logger = logging.getLogger(__name__)
+
+STATE_KEY = web.AppKey("wechatsim_state", SimState)
+METRICS_KEY = web.AppKey("wechatsim_metrics", CollectorRegistry)
+
+routes = web.RouteTableDef()
+
+
+class BadRequest(Exception):
+    """Bad input to a `/sim` endpoint; answered HTTP 400 `{"error": message}`."""
+
+
+def json_response(obj: object, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(obj), status=status, content_type="application/json")
+
+
+async def _read_json_object(request: web.Request) -> Mapping[str, object]:
+    try:
+        payload = orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
+        raise BadRequest("body must be JSON") from None
+    if not isinstance(payload, dict):
+        raise BadRequest("body must be a JSON object")
+    return payload
+
+
+def _string_field(payload: Mapping[str, object], name: str) -> str:
+    value = payload.get(name)
+    if not isinstance(value, str) or not value:
+        raise BadRequest(f"{name} must be a non-empty string")
+    return value
+
+
+def _token_answer(state: SimState, body: dict[str, object]) -> web.Response:
+    state.stats.token_errcodes[str(body.get("errcode", 0))] += 1
+    return json_response(body)
+
+
+def _credentials_errcode(state: SimState, grant_type: object, appid: object, secret: object) -> int | None:
+    if grant_type != "client_credential":
+        return errcodes.INVALID_GRANT_TYPE
+    if not isinstance(appid, str) or not appid:
+        return errcodes.APPID_MISSING
+    expected = state.config.apps.get(appid)
+    if expected is None:
+        return errcodes.INVALID_APPID
+    if not isinstance(secret, str) or not secret:
+        return errcodes.APPSECRET_MISSING
+    if not secrets.compare_digest(secret.encode(), expected.encode()):
+        return errcodes.INVALID_APPSECRET
+    return None
+
+
+@routes.get("/cgi-bin/token")
+async def token(request: web.Request) -> web.Response:
+    """A new access token per call; the previous one stays valid `token_overlap_s` more."""
+    state = request.app[STATE_KEY]
+    query = request.query
+    appid = query.get("appid")
+    errcode = _credentials_errcode(state, query.get("grant_type"), appid, query.get("secret"))
+    if errcode is not None or appid is None:
+        return _token_answer(state, errcodes.error_body(errcode or errcodes.APPID_MISSING, state.clock()))
+    issued = state.tokens.issue(appid, state.clock())
+    return _token_answer(state, {"access_token": issued.value, "expires_in": state.config.token_ttl_s})
+
+
+@routes.post("/cgi-bin/stable_token")
+async def stable_token(request: web.Request) -> web.Response:
+    """The same token while valid, renewed within `token_overlap_s` of expiry or on `force_refresh`."""
+    state = request.app[STATE_KEY]
+    try:
+        payload = orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
+        payload = None
+    force_refresh = payload.get("force_refresh", False) if isinstance(payload, dict) else None
+    if not isinstance(payload, dict) or not isinstance(force_refresh, bool):
+        return _token_answer(state, errcodes.error_body(errcodes.DATA_FORMAT, state.clock()))
+    appid = payload.get("appid")
+    errcode = _credentials_errcode(state, payload.get("grant_type"), appid, payload.get("secret"))
+    if errcode is not None or not isinstance(appid, str):
+        return _token_answer(state, errcodes.error_body(errcode or errcodes.APPID_MISSING, state.clock()))
+    now_s = state.clock()
+    issued = state.tokens.stable(appid, now_s, force_refresh)
+    expires_in = max(0, math.ceil(issued.expires_at_s - now_s))
+    return _token_answer(state, {"access_token": issued.value, "expires_in": expires_in})
+
+
+@routes.post("/cgi-bin/message/template/send")
+async def template_send(request: web.Request) -> web.Response:
+    """A template message send, answered as WeChat would (see `send.send_template`), after any delay."""
+    state = request.app[STATE_KEY]
+    answer = send_template(state, request.query.get("access_token"), await request.read())
+    state.stats.errcodes[answer.errcode_label] += 1
+    if answer.delay_s > 0:
+        await asyncio.sleep(answer.delay_s)
+    if answer.body is None:
+        return web.Response(status=answer.http_status, text=f"{answer.http_status} upstream error")
+    return json_response(answer.body, answer.http_status)
+
+
+@routes.get("/cgi-bin/template/get_all_private_template")
+async def templates(request: web.Request) -> web.Response:
+    """The account's templates, for a valid access token."""
+    state = request.app[STATE_KEY]
+    errcode = token_errcode(state, request.query.get("access_token"))
+    if errcode is not None:
+        return json_response(errcodes.error_body(errcode, state.clock()))
+    return json_response({"template_list": [t.to_json() for t in state.templates.values()]})
+
+
+@routes.get("/sim/messages")
+async def messages(request: web.Request) -> web.Response:
+    """Delivered messages in arrival order (one per dedup key), all or only those of `?touser=`."""
+    state = request.app[STATE_KEY]
+    touser = request.query.get("touser")
+    if touser is not None and not touser:
+        raise BadRequest("touser must not be empty")
+    found = [m for m in state.messages if touser is None or m.touser == touser]
+    return json_response({"messages": [m.to_json() for m in found]})
+
+
+@routes.get("/sim/stats")
+async def stats(request: web.Request) -> web.Response:
+    return json_response(request.app[STATE_KEY].stats.to_json())
+
+
+@routes.post("/sim/reset")
+async def reset(request: web.Request) -> web.Response:
+    request.app[STATE_KEY].reset()
+    logger.info("simulator state reset")
+    return json_response({"status": "ok"})
+
+
+@routes.get("/sim/faults")
+async def get_faults(request: web.Request) -> web.Response:
+    return json_response(request.app[STATE_KEY].faults.config.to_json())
+
+
+@routes.put("/sim/faults")
+async def put_faults(request: web.Request) -> web.Response:
+    """Replace the faults in force (see `faults` for the shape); answers the new config."""
+    state = request.app[STATE_KEY]
+    try:
+        config = parse_faults(await _read_json_object(request))
+    except FaultError as exc:
+        raise BadRequest(str(exc)) from None
+    state.faults.set(config)
+    logger.info(
+        "faults set: outage=%s script_steps=%d http_5xx_rate=%s errcodes=%s",
+        config.outage,
+        len(config.script),
+        config.http_5xx_rate,
+        sorted(config.errcode_rates),
+    )
+    return json_response(config.to_json())
+
+
+@routes.post("/sim/unsubscribe")
+async def unsubscribe(request: web.Request) -> web.Response:
+    """The user stops following the account: sends to it answer 43004."""
+    openid = _string_field(await _read_json_object(request), "openid")
+    request.app[STATE_KEY].unsubscribed.add(openid)
+    return json_response({"status": "ok", "subscribed": False})
+
+
+@routes.post("/sim/subscribe")
+async def subscribe(request: web.Request) -> web.Response:
+    """The user follows the account again."""
+    openid = _string_field(await _read_json_object(request), "openid")
+    request.app[STATE_KEY].unsubscribed.discard(openid)
+    return json_response({"status": "ok", "subscribed": True})
+
+
+@routes.post("/sim/tokens/expire")
+async def expire_tokens(request: web.Request) -> web.Response:
+    """Expire every token of an app now: sends with them answer 42001."""
+    state = request.app[STATE_KEY]
+    appid = _string_field(await _read_json_object(request), "appid")
+    if appid not in state.config.apps:
+        raise BadRequest("appid is not a configured app")
+    expired = state.tokens.expire_app(appid, state.clock())
+    return json_response({"status": "ok", "expired": expired})
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    """The stats as Prometheus counters (`pushgw_sim_*`)."""
+    body = generate_latest(request.app[METRICS_KEY])
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -1,0 +1,1 @@
+"""Delivery: stream consumers that render and send WeChat template messages, with retries and dead letters."""

@@ -1,0 +1,261 @@
+"""Deliver one stream entry: ledger check, binding, render, send, and record the outcome with the XACK.
+
+Every path ends in one `finish` script call that writes the status and acknowledges the entry atomically;
+an exception before that leaves the entry pending, so another worker reclaims it after the visibility
+timeout. WeChat's client_msg_id (the event id) makes such a second send harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+
+from gateway.core import clock, keys, metrics
+from gateway.core.event import Event
+from gateway.core.logs import bound
+from gateway.core.redis import text_map
+from gateway.core.scripts import Scripts
+from gateway.core.settings import Settings
+from gateway.core.status import EventStatus
+from workers.backoff import backoff_s
+from workers.breaker import Breaker
+from workers.render import SHANGHAI, RenderError, Templates, render_digest, render_event
+from workers.token import TokenCache
+from workers.wechat import Answer, Outcome, TokenError, Verdict, Wait, WeChatClient, classify
+
+log = logging.getLogger(__name__)
+SUSPEND_S = 600.0
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One stream entry: a single event (kind "event") or a digest of held events (kind "digest")."""
+
+    shard: int
+    entry_id: str
+    fields: dict[str, str]
+
+    @property
+    def is_digest(self) -> bool:
+        return self.fields.get("kind") == "digest"
+
+    @property
+    def customer_id(self) -> str:
+        return self.fields["cid"]
+
+    @property
+    def attempts(self) -> int:
+        return int(self.fields.get("att", "0"))
+
+    @property
+    def accepted_ms(self) -> int:
+        return int(self.fields["acc"])
+
+    @property
+    def message_id(self) -> str:
+        """The id this entry is known by: the event id, or the digest id (also its client_msg_id)."""
+        return self.fields["did"] if self.is_digest else self.fields["eid"]
+
+    def items(self) -> list[dict[str, str]]:
+        """(src, eid, ev) of each event the entry carries."""
+        if self.is_digest:
+            items: list[dict[str, str]] = orjson.loads(self.fields["items"])
+            return items
+        return [self.fields]
+
+    def events(self) -> list[Event]:
+        return [Event.from_dict(orjson.loads(item["ev"])) for item in self.items()]
+
+    def records(self) -> list[str]:
+        return [keys.event(self.shard, item["src"], item["eid"]) for item in self.items()]
+
+    def to_json(self, attempts: int) -> bytes:
+        """The entry as the retry set and the dead-letter stream keep it, with its attempts so far."""
+        return orjson.dumps({**self.fields, "att": str(attempts)}, option=orjson.OPT_SORT_KEYS)
+
+
+@dataclass(frozen=True)
+class Sender:
+    """What a delivery needs to reach WeChat."""
+
+    client: WeChatClient
+    tokens: TokenCache
+    breaker: Breaker
+    appid: str
+
+
+class Deliverer:
+    def __init__(
+        self,
+        settings: Settings,
+        redis: Redis,
+        scripts: Scripts,
+        sender: Sender,
+        templates: Templates,
+        uniform: Callable[[float, float], float] = random.uniform,
+    ) -> None:
+        self._settings = settings
+        self._redis = redis
+        self._scripts = scripts
+        self._sender = sender
+        self._templates = templates
+        self._uniform = uniform
+
+    async def deliver(self, entry: Entry) -> None:
+        """Take the entry to its next state. Raises only for Redis failures (the entry stays pending)."""
+        with bound(event_id=entry.message_id):
+            if await self._already_final(entry):
+                await self._redis.xack(keys.stream(entry.shard), keys.GROUP, entry.entry_id)
+                return
+            binding = text_map(await self._redis.hgetall(keys.binding(entry.customer_id)))
+            if binding.get("status") != "active":
+                reason = "no_binding" if not binding else f"binding_{binding.get('status')}"
+                await self._finish(entry, EventStatus.NO_BINDING, entry.attempts, error=reason)
+                return
+            try:
+                message = self._render(entry, binding["openid"])
+            except (RenderError, KeyError, ValueError) as exc:
+                await self._finish(entry, EventStatus.DEAD_LETTERED, entry.attempts, error=f"render: {exc}")
+                return
+            await self._send(entry, message, binding["openid"])
+
+    async def _already_final(self, entry: Entry) -> bool:
+        """The delivered-ledger: a reclaimed or replayed-by-Redis entry whose records are final is done."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for record in entry.records():
+                pipe.hget(record, "status")
+            statuses = await pipe.execute()
+        return all(status is not None and EventStatus(status).is_final for status in statuses)
+
+    def _render(self, entry: Entry, openid: str) -> dict[str, Any]:
+        events = entry.events()
+        if entry.is_digest:
+            return render_digest(self._templates, entry.message_id, events, openid)
+        return render_event(self._templates, events[0], openid)
+
+    async def _send(self, entry: Entry, message: dict[str, Any], openid: str) -> None:
+        sender = self._sender
+        wait_s = sender.breaker.blocked_for_s(sender.appid)
+        if wait_s > 0:
+            await self._defer(entry, wait_s)
+            return
+        attempt = entry.attempts + 1
+        started = clock.now_ms()
+        try:
+            answer = await self._send_with_token(message)
+        except TokenError as exc:
+            answer = exc.answer
+        verdict = classify(answer)
+        self._count(verdict, answer)
+        with bound(attempt=str(attempt), errcode=answer.label, elapsed_ms=str(clock.now_ms() - started)):
+            await self._apply(entry, attempt, verdict, answer, openid)
+
+    async def _send_with_token(self, message: dict[str, Any]) -> Answer:
+        """Send; on a token error refresh the token (if ours is the stored one) and send once more at once."""
+        tokens = self._sender.tokens
+        token = await tokens.get()
+        answer = await self._sender.client.send_template(token, message)
+        if classify(answer).outcome is Outcome.REFRESH_TOKEN:
+            await tokens.invalidate(token)
+            answer = await self._sender.client.send_template(await tokens.get(), message)
+        return answer
+
+    def _count(self, verdict: Verdict, answer: Answer) -> None:
+        breaker, appid = self._sender.breaker, self._sender.appid
+        if verdict.outcome is Outcome.DELIVERED:
+            breaker.succeeded(appid)
+        elif verdict.breaker_failure:
+            breaker.failed(appid)
+        metrics.DELIVERIES.labels(verdict.outcome.value, answer.label).inc()
+
+    async def _apply(self, entry: Entry, attempt: int, verdict: Verdict, answer: Answer, openid: str) -> None:
+        outcome = verdict.outcome
+        if outcome is Outcome.DELIVERED:
+            await self._finish(entry, EventStatus.DELIVERED, attempt, msgid=answer.msgid or "")
+            metrics.DELIVERY_LATENCY.observe(max(0, clock.now_ms() - entry.accepted_ms) / 1000)
+        elif outcome is Outcome.PERMANENT:
+            await self._finish(entry, EventStatus.FAILED, attempt, error=answer.label)
+            if verdict.binding_state:
+                await self._mark_binding(entry.customer_id, openid, verdict.binding_state)
+        elif outcome is Outcome.DEAD_LETTER:
+            await self._finish(entry, EventStatus.DEAD_LETTERED, attempt, error=answer.label)
+        else:
+            await self._retry(entry, attempt, answer.label, verdict.wait)
+
+    async def _retry(self, entry: Entry, attempt: int, reason: str, wait: Wait) -> None:
+        s = self._settings
+        if attempt >= s.max_attempts:
+            await self._finish(entry, EventStatus.DEAD_LETTERED, attempt, error=f"max_attempts: {reason}")
+            return
+        delay_s = self._delay_s(attempt, wait)
+        await self._schedule(entry, attempt, delay_s, reason)
+
+    async def _defer(self, entry: Entry, wait_s: float) -> None:
+        """The circuit is open: try again once it may be closed, without spending an attempt."""
+        await self._schedule(entry, entry.attempts, wait_s + self._uniform(0.0, 1.0), "circuit_open")
+
+    async def _schedule(self, entry: Entry, attempts: int, delay_s: float, reason: str) -> None:
+        due_ms = clock.now_ms() + int(delay_s * 1000)
+        if due_ms - entry.accepted_ms > self._settings.max_age_s * 1000:
+            await self._finish(entry, EventStatus.DEAD_LETTERED, attempts, error=f"max_age: {reason}")
+            return
+        await self._finish(entry, EventStatus.RETRYING, attempts, error=reason, due_ms=due_ms)
+        metrics.RETRIES.labels(reason).inc()
+
+    def _delay_s(self, attempt: int, wait: Wait) -> float:
+        s, now = self._settings, datetime.now(SHANGHAI)
+        if wait is Wait.NEXT_MINUTE:
+            return 60 - now.second + self._uniform(0.0, 5.0)
+        if wait is Wait.QUOTA_RESET:
+            midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+            delay_s = (midnight - now).total_seconds() + self._uniform(0.0, 60.0)
+            self._sender.breaker.pause(self._sender.appid, delay_s, "daily quota reached")
+            return delay_s
+        if wait is Wait.SUSPEND:
+            self._sender.breaker.pause(self._sender.appid, SUSPEND_S, "account suspended or no permission")
+            return SUSPEND_S + self._uniform(0.0, 10.0)
+        return backoff_s(attempt, s.retry_base_s, s.retry_cap_s, self._uniform)
+
+    async def _mark_binding(self, customer_id: str, openid: str, state: str) -> None:
+        key = keys.binding(customer_id)
+        if await self._redis.hget(key, "openid") == openid:  # the customer may have been re-bound meanwhile
+            await self._redis.hset(key, "status", state)
+
+    async def _finish(
+        self,
+        entry: Entry,
+        status: EventStatus,
+        attempts: int,
+        *,
+        error: str = "",
+        msgid: str = "",
+        due_ms: int = 0,
+    ) -> None:
+        # shielded: once WeChat answered, the status write and the ack must not be torn apart by a cancel
+        await asyncio.shield(
+            self._scripts.finish(
+                self._redis,
+                shard=entry.shard,
+                entry_id=entry.entry_id,
+                records=entry.records(),
+                status=status,
+                attempts=attempts,
+                last_error=error,
+                msgid=msgid,
+                retry_due_ms=due_ms,
+                entry_json=entry.to_json(attempts),
+            )
+        )
+        if status is EventStatus.DEAD_LETTERED:
+            metrics.DEAD_LETTERS.labels(error.split(":")[0]).inc()
+        if status is EventStatus.NO_BINDING:
+            metrics.DELIVERIES.labels("no_binding", "none").inc()
+        log.info("delivery %s", status.value, extra={"attempt": attempts, "reason": error or None})

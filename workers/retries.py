@@ -1,0 +1,75 @@
+"""Scheduled work moved back onto the streams: due retries, due digests, and trimming acknowledged entries."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import cast
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from gateway.core import clock, keys, metrics
+from gateway.core.scripts import Scripts
+from gateway.core.settings import Settings
+from workers.consumer import _pause_after, _wait
+
+log = logging.getLogger(__name__)
+MOVE_INTERVAL_S = 0.25
+MOVE_BATCH = 500
+DIGEST_MOST_EVENTS = 50
+TRIM_EVERY = 240  # move intervals, about a minute
+
+
+class Scheduler:
+    def __init__(self, settings: Settings, redis: Redis, scripts: Scripts) -> None:
+        self._settings = settings
+        self._redis = redis
+        self._scripts = scripts
+
+    async def loop(self, stopping: asyncio.Event) -> None:
+        ticks = 0
+        while not stopping.is_set():
+            try:
+                for shard in range(self._settings.shards):
+                    await self.move_due(shard)
+                    if ticks % TRIM_EVERY == 0:
+                        await self.trim(shard)
+            except (RedisError, OSError) as exc:
+                await _pause_after(exc, "scheduling")
+            ticks += 1
+            await _wait(stopping, MOVE_INTERVAL_S)
+
+    async def move_due(self, shard: int) -> int:
+        """Move due retries and flush due digests of one shard. Returns entries put on the stream."""
+        moved = await self._scripts.move_retries(self._redis, shard, MOVE_BATCH)
+        due = await self._redis.zrangebyscore(
+            keys.digest_due(shard), "-inf", clock.now_ms(), start=0, num=100
+        )
+        for customer_id in cast(list[str], due):
+            if await self._scripts.flush_digest(self._redis, shard, customer_id, DIGEST_MOST_EVENTS):
+                metrics.DIGESTS.inc()
+                moved += 1
+        return moved
+
+    async def trim(self, shard: int) -> None:
+        """Trim the stream below the oldest entry any group still needs: its oldest pending entry, or
+        what it has not read yet. Never below an entry that is not acknowledged by every group."""
+        stream = keys.stream(shard)
+        floor: str | None = None
+        for group in await self._redis.xinfo_groups(stream):
+            pending = await self._redis.xpending(stream, group["name"])
+            needed = pending["min"] if pending["pending"] else _next_id(group["last-delivered-id"])
+            floor = needed if floor is None or _id_key(needed) < _id_key(floor) else floor
+        if floor is not None:
+            await self._redis.xtrim(stream, minid=floor, approximate=True)
+
+
+def _id_key(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _next_id(entry_id: str) -> str:
+    ms, seq = _id_key(entry_id)
+    return f"{ms}-{seq + 1}"
