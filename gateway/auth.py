@@ -44,7 +44,8 @@ class Verifier:
         signature = headers.get("X-Pushgw-Signature")
         if not key_id or not timestamp or not signature:
             raise Unauthorized("X-Pushgw-Key, X-Pushgw-Timestamp and X-Pushgw-Signature are required")
-        if not timestamp.isdigit() or len(timestamp) > 12:
+        # isascii: str.isdigit() is also true for "²", which int() refuses (that was a 500)
+        if not (timestamp.isascii() and timestamp.isdigit()) or len(timestamp) > 12:
             raise Unauthorized("X-Pushgw-Timestamp must be unix seconds")
         if abs(now_s - int(timestamp)) > self._window_s:
             raise Unauthorized(f"request timestamp is outside the {self._window_s} s window")

@@ -196,3 +196,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         args.func(args)
     except ConfigError as exc:
         sys.exit(f"pushgw: configuration error: {exc}")
+
+
+def settings_table() -> str:
+    """The README's settings table, made from the same specs as the flags (a test keeps them equal)."""
+    lines = ["| Variable | Flag | Default | Meaning |", "|---|---|---|---|"]
+    for spec in setting_specs():
+        default = spec.default_factory() if callable(spec.default_factory) else spec.default
+        shown = str(default).lower() if isinstance(default, bool) else str(default)
+        shown = "" if default in ("", {}) else shown
+        if spec.metadata["secret"] and shown:
+            shown = "***"
+        lines.append(f"| `{spec.metadata['env']}` | `{flag_name(spec.name)}` | {shown and f'`{shown}`'} | "
+                     f"{spec.metadata['help']} |")
+    return "\n".join(lines)

@@ -65,9 +65,13 @@ class Gateway:
 
     async def authenticate(self, request: web.Request, body: bytes, *, remember: bool = True) -> Caller:
         """Verify the signature; with `remember`, refuse a signature seen before (one Redis round trip).
-        The single-event route passes remember=False: its ingest script does the replay check itself."""
+
+        The single-event route passes remember=False: its ingest script does the replay check itself.
+        A request without a body is not checked for replay: the signature covers only timestamp and body,
+        so every bodyless request of one second carries the same signature; such requests (reads, and the
+        idempotent DELETE) are bounded by the timestamp window instead."""
         caller = self.verifier.verify(request.headers, body, clock.now_s())
-        if remember and caller.signature is not None:
+        if remember and body and caller.signature is not None:
             key = keys.signature(keys.shard_of(caller.signature, self.settings.shards), caller.signature)
             ttl_s = 2 * self.settings.signature_window_s
             if not await self.redis.set(key, "1", nx=True, ex=ttl_s):

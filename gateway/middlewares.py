@@ -55,7 +55,10 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return error_response(_from_http(exc))
+        response = error_response(_from_http(exc))
+        if "Allow" in exc.headers:  # a 405 must name the methods the resource allows (RFC 9110)
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
     except (RedisError, TimeoutError) as exc:
         log.warning("redis unavailable: %s", type(exc).__name__)
         return error_response(ServiceUnavailable("the queue is unavailable, retry later", retry_after_s=1))

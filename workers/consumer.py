@@ -18,7 +18,6 @@ from gateway.core.settings import Settings
 from workers.delivery import Deliverer, Entry
 
 log = logging.getLogger(__name__)
-READ_BLOCK_MS = 1000
 _Batch = list[tuple[str, list[tuple[str, dict[str, str]]]]]
 REDIS_RETRY_S = 1.0
 
@@ -33,6 +32,8 @@ class Consumer:
         self._slots = asyncio.Semaphore(settings.worker_concurrency)
         self._streams = {keys.stream(shard): shard for shard in range(settings.shards)}
         self.delivered = 0
+        # a blocking read must return before the client's socket timeout (the Redis deadline) fires
+        self._block_ms = max(1, int(settings.redis_timeout_s * 500))
 
     async def read_loop(self, stopping: asyncio.Event) -> None:
         """Read new entries until `stopping` is set."""
@@ -40,7 +41,7 @@ class Consumer:
             taken = await self._take_slots()
             try:
                 batch = await self._redis.xreadgroup(
-                    keys.GROUP, self.name, dict.fromkeys(self._streams, ">"), count=taken, block=READ_BLOCK_MS
+                    keys.GROUP, self.name, dict.fromkeys(self._streams, ">"), count=taken, block=self._block_ms
                 )
             except (RedisError, OSError) as exc:
                 self._release(taken)

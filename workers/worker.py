@@ -134,5 +134,5 @@ async def _start_metrics(settings: Settings) -> web.AppRunner | None:
         return None
     runner = web.AppRunner(metrics_app(), access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", settings.metrics_port).start()
+    await web.TCPSite(runner, settings.metrics_host, settings.metrics_port).start()
     return runner

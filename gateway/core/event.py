@@ -29,9 +29,10 @@ class EventType(StrEnum):
 
 CURRENCIES = frozenset({"CNY", "USD", "EUR", "GBP", "JPY"})
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
-_ACCOUNT = re.compile(r"\d{8,32}")
-_AMOUNT = re.compile(r"(0|[1-9]\d{0,14})(\.\d{1,2})?")
-_BALANCE = re.compile(r"-?(0|[1-9]\d{0,14})(\.\d{1,2})?")
+# re.ASCII: a bare \d also matches other scripts' digits ("６２２２", "1٣"), which no bank system sends
+_ACCOUNT = re.compile(r"\d{8,32}", re.ASCII)
+_AMOUNT = re.compile(r"(0|[1-9]\d{0,14})(\.\d{1,2})?", re.ASCII)
+_BALANCE = re.compile(r"-?(0|[1-9]\d{0,14})(\.\d{1,2})?", re.ASCII)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 

@@ -141,6 +141,12 @@ class Settings:
     rate_policy: str = _setting(
         "PUSHGW_RATE_POLICY", _choice("digest", "reject"), "digest", "over the limit: digest or reject (429)"
     )
+    ingest_coalesce: bool = _setting(
+        "PUSHGW_INGEST_COALESCE",
+        _bool,
+        True,
+        "share Redis round trips between concurrent single-event requests (off: one round trip each)",
+    )
     shards: int = _setting("PUSHGW_SHARDS", _positive_int, 1, "number of delivery streams (by customer)")
     wechat_base_url: str = _setting(
         "PUSHGW_WECHAT_BASE_URL", str, "https://api.weixin.qq.com", "WeChat API base URL"
@@ -186,6 +192,9 @@ class Settings:
     )
     metrics_port: int = _setting(
         "PUSHGW_METRICS_PORT", _non_negative_int, 9108, "worker/simulator /metrics and /healthz port (0: off)"
+    )
+    metrics_host: str = _setting(
+        "PUSHGW_METRICS_HOST", str, "127.0.0.1", "address the worker/simulator /metrics listens on"
     )
     log_level: str = _setting(
         "PUSHGW_LOG_LEVEL", _choice("DEBUG", "INFO", "WARNING", "ERROR"), "INFO", "log level"

@@ -1,0 +1,39 @@
+# One command per job; .ci/run and the README use exactly these.
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+# Run the suite on both server binaries: redis-server from PATH (falls back to the embedded valkey-server
+# on a bare machine), then the end-to-end tests again on the embedded valkey-server.
+PYTEST_ARGS ?=
+
+.PHONY: install run test lint typecheck check bench clean
+
+$(BIN)/pushgw: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(BIN)/pushgw
+
+run: install
+	$(BIN)/pushgw dev
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy
+
+test: install
+	$(BIN)/pytest $(PYTEST_ARGS)
+	PUSHGW_TEST_REDIS=valkey $(BIN)/pytest -m e2e $(PYTEST_ARGS)
+
+check: lint typecheck test
+
+bench: install
+	$(BIN)/pushgw bench
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info
