@@ -207,6 +207,8 @@ def settings_table() -> str:
         shown = "" if default in ("", {}) else shown
         if spec.metadata["secret"] and shown:
             shown = "***"
-        lines.append(f"| `{spec.metadata['env']}` | `{flag_name(spec.name)}` | {shown and f'`{shown}`'} | "
-                     f"{spec.metadata['help']} |")
+        lines.append(
+            f"| `{spec.metadata['env']}` | `{flag_name(spec.name)}` | {shown and f'`{shown}`'} | "
+            f"{spec.metadata['help']} |"
+        )
     return "\n".join(lines)

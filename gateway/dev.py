@@ -20,9 +20,9 @@ import aiohttp
 from aiohttp import web
 
 from gateway.app import create_app
-from gateway.core.redis import server_binary
+from gateway.core.redis import server_binary, server_command
 from gateway.core.settings import Settings
-from workers.worker import run_worker
+from workers.worker import run_worker, stop_on_signals
 
 log = logging.getLogger(__name__)
 DEMO_APPID = "wx_demo_app"
@@ -41,25 +41,10 @@ def free_port() -> int:
 def redis_server(port: int, directory: Path) -> Iterator[subprocess.Popen[bytes]]:
     """A redis-server with AOF and appendfsync always (what the promises need), stopped on exit."""
     process = subprocess.Popen(
-        [
-            server_binary(),
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            str(directory),
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "always",
-            "--save",
-            "",
-            "--maxmemory-policy",
-            "noeviction",
-        ],
+        server_command(server_binary(), port, directory),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.STDOUT,
+        start_new_session=True,  # Ctrl-C reaches us, not Redis: it must outlive the worker's drain
     )
     try:
         yield process
@@ -116,17 +101,14 @@ async def run_dev(host: str, port: int, sim_port: int) -> None:
         sim_config = config_from_env({"PUSHGW_SIM_APPS": f"{DEMO_APPID}:{DEMO_SECRET}"})
         url = f"http://{host}:{port}"
         stopping = asyncio.Event()
+        stop_on_signals(stopping, settings.shutdown_timeout_s)
         async with (
             _site(create_sim(sim_config), "127.0.0.1", sim_port),
             _site(create_app(settings), host, port),
         ):
             await _seed_binding(url)
             _announce(url, sim_port)
-            try:
-                await run_worker(settings, stopping)
-            except asyncio.CancelledError:
-                stopping.set()
-                raise
+            await run_worker(settings, stopping)
 
 
 async def _seed_binding(url: str) -> None:

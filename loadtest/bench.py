@@ -1,4 +1,4 @@
-"""`pushgw bench`: start what it needs, measure ingress and delivery side by side with baselines, print a table.
+"""`pushgw bench`: start what it needs, measure ingress and delivery beside their baselines, print a table.
 
 Every figure that matters is a ratio against a baseline measured in the same run on the same cores:
   H  bare aiohttp hello-world, requests/s       -> single-event and batch ingress are read against it
@@ -26,7 +26,7 @@ import orjson
 from redis.asyncio import Redis
 
 from gateway.core import keys
-from gateway.core.redis import server_binary
+from gateway.core.redis import server_binary, server_command
 from loadtest.payloads import customer_id, openid_of
 
 KEY_ID, SECRET = "bench", "bench-secret"
@@ -66,8 +66,7 @@ async def _process(args: Sequence[str], env: dict[str, str], ready_url: str) -> 
 async def _redis(directory: Path) -> AsyncIterator[str]:
     port = _free_port()
     process = subprocess.Popen(
-        [server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory), "--save", "",
-         "--appendonly", "yes", "--appendfsync", "always", "--maxmemory-policy", "noeviction"],
+        server_command(server_binary(), port, directory),
         stdout=subprocess.DEVNULL,
     )
     url = f"redis://127.0.0.1:{port}/0"
@@ -88,11 +87,28 @@ async def _redis(directory: Path) -> AsyncIterator[str]:
 
 def _load(url: str, mode: str, seconds: float, connections: int = 64, **extra: str) -> dict[str, Any]:
     """Run the load generator process and return its tally."""
-    args = [sys.executable, "-m", "loadtest.loadgen", "--url", url, "--mode", mode, "--seconds", str(seconds),
-            "--connections", str(connections), "--key-id", KEY_ID, "--secret", SECRET, "--customers", str(CUSTOMERS)]
+    args = [
+        sys.executable,
+        "-m",
+        "loadtest.loadgen",
+        "--url",
+        url,
+        "--mode",
+        mode,
+        "--seconds",
+        str(seconds),
+        "--connections",
+        str(connections),
+        "--key-id",
+        KEY_ID,
+        "--secret",
+        SECRET,
+        "--customers",
+        str(CUSTOMERS),
+    ]
     for name, value in extra.items():
         args += [f"--{name.replace('_', '-')}", value]
-    out = subprocess.run(args, check=True, capture_output=True, text=True).stdout  # noqa: S603
+    out = subprocess.run(args, check=True, capture_output=True, text=True).stdout
     tally: dict[str, Any] = orjson.loads(out.strip().splitlines()[-1])
     return tally
 
@@ -111,15 +127,22 @@ class Stack:
 
 def _gateway_env(redis_url: str, sim_url: str) -> dict[str, str]:
     return {
-        "PUSHGW_REDIS_URL": redis_url, "PUSHGW_API_KEYS": f"{KEY_ID}:{SECRET}", "PUSHGW_RATE_LIMIT": "1000000/60",
-        "PUSHGW_WECHAT_BASE_URL": sim_url, "PUSHGW_WECHAT_APPID": APPID, "PUSHGW_WECHAT_SECRET": APP_SECRET,
-        "PUSHGW_LOG_LEVEL": "WARNING", "PUSHGW_METRICS_PORT": "0", "PUSHGW_SIM_APPS": f"{APPID}:{APP_SECRET}",
+        "PUSHGW_REDIS_URL": redis_url,
+        "PUSHGW_API_KEYS": f"{KEY_ID}:{SECRET}",
+        "PUSHGW_RATE_LIMIT": "1000000/60",
+        "PUSHGW_WECHAT_BASE_URL": sim_url,
+        "PUSHGW_WECHAT_APPID": APPID,
+        "PUSHGW_WECHAT_SECRET": APP_SECRET,
+        "PUSHGW_LOG_LEVEL": "WARNING",
+        "PUSHGW_METRICS_PORT": "0",
+        "PUSHGW_SIM_APPS": f"{APPID}:{APP_SECRET}",
         "PUSHGW_SIM_DAILY_QUOTA": "100000000",
     }
 
 
-async def _measure_ingress(pushgw: list[str], env: dict[str, str], seconds: float, coalesce: bool,
-                           mode: str) -> float:
+async def _measure_ingress(
+    pushgw: list[str], env: dict[str, str], seconds: float, coalesce: bool, mode: str
+) -> float:
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**env, "PUSHGW_INGEST_COALESCE": "true" if coalesce else "false"}
@@ -138,7 +161,10 @@ async def _measure_hello(seconds: float) -> float:
 
 async def _sim_token(sim_url: str) -> str:
     body = {"grant_type": "client_credential", "appid": APPID, "secret": APP_SECRET, "force_refresh": False}
-    async with aiohttp.ClientSession() as session, session.post(f"{sim_url}/cgi-bin/stable_token", json=body) as r:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{sim_url}/cgi-bin/stable_token", json=body) as r,
+    ):
         return str((await r.json())["access_token"])
 
 
@@ -147,8 +173,9 @@ async def _sim_delivered(session: aiohttp.ClientSession, sim_url: str) -> int:
         return int((await response.json())["delivered"])
 
 
-async def _measure_delivery(pushgw: list[str], env: dict[str, str], sim_url: str, redis_url: str,
-                            seconds: float) -> float:
+async def _measure_delivery(
+    pushgw: list[str], env: dict[str, str], sim_url: str, redis_url: str, seconds: float
+) -> float:
     """Events/s a worker delivers from a backlog (the stream filled by the ingress runs)."""
     redis = Redis.from_url(redis_url, decode_responses=True)
     backlog = int(await redis.xlen(keys.stream(0)))
@@ -170,7 +197,9 @@ async def _bind_customers(redis_url: str) -> None:
     redis = Redis.from_url(redis_url, decode_responses=True)
     async with redis.pipeline(transaction=False) as pipe:
         for index in range(CUSTOMERS):
-            pipe.hset(keys.binding(customer_id(index)), mapping={"openid": openid_of(index), "status": "active"})
+            pipe.hset(
+                keys.binding(customer_id(index)), mapping={"openid": openid_of(index), "status": "active"}
+            )
         await pipe.execute()
     await redis.aclose()
 
@@ -207,16 +236,22 @@ def _report(results: dict[str, list[float]], json_path: str | None, quick: bool)
     rows = [
         ("H: bare aiohttp hello-world", "req/s", median["H"], None),
         ("single-event ingress (coalesced)", "events/s", median["single"], median["single"] / median["H"]),
-        ("single-event ingress, 1 round trip/req", "events/s", median["single_uncoalesced"],
-         median["single_uncoalesced"] / median["H"]),
+        (
+            "single-event ingress, 1 round trip/req",
+            "events/s",
+            median["single_uncoalesced"],
+            median["single_uncoalesced"] / median["H"],
+        ),
         ("coalesced / uncoalesced", "ratio", median["single"] / median["single_uncoalesced"], None),
         ("batch ingress (100/request)", "events/s", median["batch"], median["batch"] / median["H"]),
         ("C: bare client -> simulator", "msg/s", median["C"], None),
         ("worker delivery", "events/s", median["delivery"], median["delivery"] / median["C"]),
     ]
-    lines = [f"pushgw bench ({'quick' if quick else 'full'}; medians of {len(results['H'])} rounds; "
-             f"{os.cpu_count()} cores; Redis appendfsync always)",
-             f"{'measure':<42}{'value':>12}  {'unit':<9}{'ratio':>8}  ratio of"]
+    lines = [
+        f"pushgw bench ({'quick' if quick else 'full'}; medians of {len(results['H'])} rounds; "
+        f"{os.cpu_count()} cores; Redis appendfsync always)",
+        f"{'measure':<42}{'value':>12}  {'unit':<9}{'ratio':>8}  ratio of",
+    ]
     for name, unit, value, ratio in rows:
         base = "" if ratio is None else ("C" if "delivery" in name else "H")
         shown = "" if ratio is None else f"{ratio:8.2f}"

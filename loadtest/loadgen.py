@@ -31,14 +31,22 @@ def _body(args: argparse.Namespace, factory: EventFactory, sent: int) -> tuple[s
         events = [factory.event() for _ in range(args.batch)]
         return "/v1/events/batch", orjson.dumps({"events": events}), len(events)
     if args.mode == "template":
-        message = {"touser": openid_of(sent % 1000), "template_id": args.template_id,
-                   "client_msg_id": f"base-{args.seed}-{sent}", "data": {"thing1": {"value": "尾号1234"}}}
+        message = {
+            "touser": openid_of(sent % 1000),
+            "template_id": args.template_id,
+            "client_msg_id": f"base-{args.seed}-{sent}",
+            "data": {"thing1": {"value": "尾号1234"}},
+        }
         return f"/cgi-bin/message/template/send?access_token={args.token}", orjson.dumps(message), 1
     return "/v1/events", orjson.dumps(factory.event()), 1
 
 
 async def _connection(
-    session: aiohttp.ClientSession, args: argparse.Namespace, factory: EventFactory, tally: Tally, stop_at: float
+    session: aiohttp.ClientSession,
+    args: argparse.Namespace,
+    factory: EventFactory,
+    tally: Tally,
+    stop_at: float,
 ) -> None:
     while time.monotonic() < stop_at:
         path, body, events = _body(args, factory, tally.requests)
@@ -57,9 +65,9 @@ async def run(args: argparse.Namespace) -> Tally:
     connector = aiohttp.TCPConnector(limit=args.connections)
     async with aiohttp.ClientSession(connector=connector) as session:
         stop_at = time.monotonic() + args.seconds
-        await asyncio.gather(*(
-            _connection(session, args, factory, tally, stop_at) for _ in range(args.connections)
-        ))
+        await asyncio.gather(
+            *(_connection(session, args, factory, tally, stop_at) for _ in range(args.connections))
+        )
     return tally
 
 

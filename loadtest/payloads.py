@@ -10,8 +10,16 @@ from typing import Any
 
 from gateway.auth import sign
 
-TYPES = ("debit", "credit", "card_purchase", "transfer_out", "transfer_in", "atm_withdrawal",
-         "loan_repayment", "refund")
+TYPES = (
+    "debit",
+    "credit",
+    "card_purchase",
+    "transfer_out",
+    "transfer_in",
+    "atm_withdrawal",
+    "loan_repayment",
+    "refund",
+)
 TYPE_WEIGHTS = (20, 10, 35, 10, 8, 7, 5, 5)
 COUNTERPARTIES = ("Starbucks Shanghai", "美团外卖", "China Mobile", "State Grid", "JD.com", "Didi Chuxing")
 BEIJING = timezone(timedelta(hours=8))

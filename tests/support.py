@@ -17,7 +17,7 @@ import orjson
 from aiohttp import web
 
 from gateway.auth import sign
-from gateway.core.redis import embedded_server_binary
+from gateway.core.redis import embedded_server_binary, server_command
 
 KEY_ID = "cbs"
 SECRET = "test-ingress-secret"  # noqa: S105 - a fixture key
@@ -54,24 +54,7 @@ class RedisServer:
 
     def start(self, *extra: str) -> None:
         self.process = subprocess.Popen(
-            [
-                self.binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                str(self.directory),
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-                "--save",
-                "",
-                "--maxmemory-policy",
-                "noeviction",
-                *extra,
-            ],
+            [*server_command(self.binary, self.port, self.directory), *extra],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
         )

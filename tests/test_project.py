@@ -53,7 +53,9 @@ def test_dependency_direction(package: str) -> None:
         relative = path.relative_to(ROOT).as_posix()
         imported = _imports(path)
         if package == "wechatsim":
-            assert not {m for m in imported if m.split(".")[0] in {"gateway", "workers", "loadtest"}}, relative
+            assert not {m for m in imported if m.split(".")[0] in {"gateway", "workers", "loadtest"}}, (
+                relative
+            )
         elif package == "workers":
             ingress = {m for m in imported if m.startswith("gateway.") and not m.startswith("gateway.core")}
             assert not ingress, relative
@@ -88,7 +90,9 @@ def test_a_bad_setting_names_its_variable(variable: str, value: str) -> None:
 
 
 def test_secrets_are_never_shown() -> None:
-    settings = Settings.from_env({"PUSHGW_API_KEYS": "cbs:s3cr3t-value", "PUSHGW_WECHAT_SECRET": "app-s3cr3t"})
+    settings = Settings.from_env(
+        {"PUSHGW_API_KEYS": "cbs:s3cr3t-value", "PUSHGW_WECHAT_SECRET": "app-s3cr3t"}
+    )
     assert settings.api_keys == {"cbs": "s3cr3t-value"}
     assert "s3cr3t" not in repr(settings)
     with pytest.raises(ConfigError) as raised:

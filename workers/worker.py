@@ -103,24 +103,29 @@ async def _token_loop(tokens: TokenCache, stopping: asyncio.Event) -> None:
         await _wait(stopping, TOKEN_CHECK_S)
 
 
-async def serve_worker(settings: Settings) -> None:
-    """`pushgw worker`: run until SIGTERM/SIGINT; a second signal exits at once."""
-    stopping = asyncio.Event()
+def stop_on_signals(stopping: asyncio.Event, deadline_s: float) -> None:
+    """First SIGTERM/SIGINT sets `stopping` (finish in-flight work); a second cancels the current task."""
     main = asyncio.current_task()
     if main is None:
-        raise RuntimeError("serve_worker must run inside a task")
+        raise RuntimeError("stop_on_signals must be called inside a task")
 
     def on_signal() -> None:
         if stopping.is_set():
             log.warning("second signal: exiting now")
             main.cancel()
         else:
-            log.info("signal received: stopping (deadline %.0f s)", settings.shutdown_timeout_s)
+            log.info("signal received: stopping (deadline %.0f s)", deadline_s)
             stopping.set()
 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal)
+
+
+async def serve_worker(settings: Settings) -> None:
+    """`pushgw worker`: run until SIGTERM/SIGINT; a second signal exits at once."""
+    stopping = asyncio.Event()
+    stop_on_signals(stopping, settings.shutdown_timeout_s)
     runner = await _start_metrics(settings)
     try:
         await run_worker(settings, stopping)

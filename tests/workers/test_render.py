@@ -163,7 +163,9 @@ def test_time_is_shown_in_shanghai(occurred_at: str, shown: str) -> None:
 def test_digest_counts_totals_and_earliest_time() -> None:
     events = [
         _event(event_id="e1", type=EventType.DEBIT, amount="100.10", occurred_at="2026-11-22T10:05:00+08:00"),
-        _event(event_id="e2", type=EventType.CARD_PURCHASE, amount="1200", occurred_at="2026-11-22T01:02:00Z"),
+        _event(
+            event_id="e2", type=EventType.CARD_PURCHASE, amount="1200", occurred_at="2026-11-22T01:02:00Z"
+        ),
         _event(event_id="e3", type=EventType.CREDIT, amount="50.5", occurred_at="2026-11-22T10:10:00+08:00"),
         _event(event_id="e4", type=EventType.REFUND, amount="0.5", occurred_at="2026-11-22T10:11:00+08:00"),
         _event(event_id="e5", type=EventType.ATM_WITHDRAWAL, amount="99", currency="USD"),

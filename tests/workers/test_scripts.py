@@ -14,6 +14,7 @@ from gateway.core.event import payload_hash
 from gateway.core.redis import ensure_groups
 from gateway.core.scripts import IngestArgs, Scripts
 from gateway.core.settings import RateLimit, Settings
+from tests.workers.flows import scored
 
 SRC = "cbs"
 CID = "C-scripts"
@@ -47,14 +48,8 @@ async def _read(redis: Redis) -> Entries:
     return cast(Entries, batch[0][1]) if batch else []
 
 
-async def _scored(redis: Redis, key: str) -> list[tuple[str, float]]:
-    """A sorted set's members with their scores, lowest first."""
-    pairs: Any = await redis.zrange(key, 0, -1, withscores=True)
-    return [(str(member), float(score)) for member, score in pairs]
-
-
 async def _members(redis: Redis, key: str) -> list[str]:
-    return [member for member, _ in await _scored(redis, key)]
+    return [member for member, _ in await scored(redis, key)]
 
 
 async def _pending(redis: Redis) -> int:
@@ -112,7 +107,7 @@ async def test_ingest_over_the_limit_is_digested_and_held(redis: Redis, build: C
     held = [orjson.loads(item) for item in await redis.lrange(keys.digest_held(SHARD, CID), 0, -1)]
     assert [(item["src"], item["eid"]) for item in held] == [(SRC, "E2"), (SRC, "E3")]
     assert await redis.hget(_record("E3"), "status") == "digested"
-    oldest_ms = (await _scored(redis, keys.rate_log(SHARD, CID)))[0][1]
+    oldest_ms = (await scored(redis, keys.rate_log(SHARD, CID)))[0][1]
     assert await redis.zscore(keys.digest_due(SHARD), CID) == oldest_ms + 60_000
 
 
@@ -156,7 +151,13 @@ async def test_finish_delivered_records_and_acks(redis: Redis, build: Callable[.
     [(entry_id, _)] = await _queued_and_read(redis, scripts, "E1")
     assert await _pending(redis) == 1
     updated = await scripts.finish(
-        redis, shard=SHARD, entry_id=entry_id, records=[_record("E1")], status="delivered", attempts=1, msgid="42"
+        redis,
+        shard=SHARD,
+        entry_id=entry_id,
+        records=[_record("E1")],
+        status="delivered",
+        attempts=1,
+        msgid="42",
     )
     assert updated == 1
     record = await redis.hgetall(_record("E1"))
@@ -208,7 +209,7 @@ async def test_finish_retrying_schedules_the_entry(redis: Redis, build: Callable
         entry_json=entry,
     )
     assert updated == 1
-    assert await _scored(redis, keys.retries(SHARD)) == [(entry.decode(), 1_900_000_000_000.0)]
+    assert await scored(redis, keys.retries(SHARD)) == [(entry.decode(), 1_900_000_000_000.0)]
     record = await redis.hgetall(_record("E1"))
     assert (record["status"], record["attempts"], record["last_error"]) == ("retrying", "1", "-1")
     assert await _pending(redis) == 0
@@ -292,7 +293,7 @@ async def test_move_retries_respects_the_batch_limit(redis: Redis, build: Callab
 async def _age_rate_log(redis: Redis, by_ms: int) -> None:
     """Move the customer's rate window into the past, as if `by_ms` had gone by."""
     log = keys.rate_log(SHARD, CID)
-    for member, score in await _scored(redis, log):
+    for member, score in await scored(redis, log):
         await redis.zadd(log, {member: score - by_ms})
 
 
@@ -307,7 +308,9 @@ async def test_flush_digest_waits_for_the_window(redis: Redis, build: Callable[.
     assert len(await _stream(redis)) == 2
 
 
-async def test_flush_digest_queues_held_events_as_one_message(redis: Redis, build: Callable[..., Any]) -> None:
+async def test_flush_digest_queues_held_events_as_one_message(
+    redis: Redis, build: Callable[..., Any]
+) -> None:
     _, scripts = build(rate_limit=RateLimit(2, 60))
     for i in range(5):
         await scripts.ingest(redis, _args(f"E{i}"))
@@ -356,7 +359,7 @@ async def test_flush_digest_takes_at_most_most_and_reschedules_the_rest(
     assert await scripts.flush_digest(redis, SHARD, CID, 2) == 2
     assert await redis.llen(keys.digest_held(SHARD, CID)) == 1
     # the digest used the window again: the rest waits for it to reopen
-    [(_, sent_ms)] = await _scored(redis, keys.rate_log(SHARD, CID))
+    [(_, sent_ms)] = await scored(redis, keys.rate_log(SHARD, CID))
     assert await redis.zscore(keys.digest_due(SHARD), CID) == sent_ms + 60_000
     assert await scripts.flush_digest(redis, SHARD, CID, 2) == 0
 

@@ -1,0 +1,124 @@
+"""The per-customer rate limit: reject answers 429 + Retry-After, digest folds; exact across processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+from redis.asyncio import Redis
+
+from gateway.core import keys
+from gateway.core.settings import RateLimit
+from tests.conftest import Stack
+from tests.gateway.helpers import assert_error, retry_after_s, send, stream_length
+from tests.support import KEY_ID, SECRET, RedisServer, eventually, free_port, make_event
+
+pytestmark = pytest.mark.e2e
+
+PUSHGW = str(Path(sys.executable).with_name("pushgw"))
+
+
+async def test_reject_policy_answers_429_with_retry_after(
+    stack_for: Callable[..., Any], redis: Redis
+) -> None:
+    stack: Stack = await stack_for(workers=0, rate_limit=RateLimit(3, 60), rate_policy="reject")
+    for _ in range(3):
+        assert (await stack.client.post_event(make_event(customer_id="C-busy")))[0] == 202
+    over = make_event(customer_id="C-busy")
+    answer = await send(stack.session, stack.client.url, "POST", "/v1/events", over)
+    assert_error(answer, 429, "rate_limited")
+    assert 1 <= retry_after_s(answer) <= 60
+    assert (await stack.client.call("GET", f"/v1/events/{over['event_id']}"))[0] == 404
+    assert (await stack.client.post_event(make_event(customer_id="C-calm")))[0] == 202
+    assert await stream_length(redis) == 4
+
+
+async def test_digest_policy_folds_events_over_the_limit(stack_for: Callable[..., Any], redis: Redis) -> None:
+    stack: Stack = await stack_for(workers=0, rate_limit=RateLimit(3, 60))
+    answers = [await stack.client.post_event(make_event(customer_id="C-busy")) for _ in range(5)]
+    assert [(status, body["status"]) for status, body in answers] == [(202, "queued")] * 3 + [
+        (202, "digested")
+    ] * 2
+    assert await stream_length(redis) == 3
+    assert await redis.llen(keys.digest_held(0, "C-busy")) == 2
+    assert await redis.zscore(keys.digest_due(0), "C-busy") is not None
+    digested_id = answers[4][1]["event_id"]
+    status, body = await stack.client.call("GET", f"/v1/events/{digested_id}")
+    assert (status, body["status"]) == (200, "digested")
+
+
+async def _start_gateway(redis_server: RedisServer) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "PUSHGW_REDIS_URL": redis_server.url,
+        "PUSHGW_API_KEYS": f"{KEY_ID}:{SECRET}",
+        "PUSHGW_RATE_LIMIT": "5/60",
+        "PUSHGW_RATE_POLICY": "reject",
+        "PUSHGW_LOG_LEVEL": "WARNING",
+    }
+    process = subprocess.Popen(
+        [PUSHGW, "gateway", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    return process, f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+async def two_gateways(redis: Redis, redis_server: RedisServer) -> AsyncIterator[list[str]]:
+    """Two real `pushgw gateway` processes on one Redis, ready (their /healthz answers)."""
+    started = [await _start_gateway(redis_server) for _ in range(2)]
+    try:
+        async with aiohttp.ClientSession() as session:
+            for process, url in started:
+
+                async def healthy(url: str = url, process: subprocess.Popen[bytes] = process) -> bool:
+                    assert process.poll() is None, "the gateway process exited"
+                    try:
+                        async with session.get(url + "/readyz") as response:
+                            return response.status == 200
+                    except aiohttp.ClientConnectionError:
+                        return False
+
+                await eventually(healthy, timeout_s=30)
+        yield [url for _, url in started]
+    finally:
+        for process, _ in started:
+            process.send_signal(signal.SIGTERM)
+        for process, _ in started:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+async def test_the_limit_is_exact_across_two_gateway_processes(two_gateways: list[str], redis: Redis) -> None:
+    events = [make_event(customer_id="C-race") for _ in range(30)]
+    async with aiohttp.ClientSession() as session:
+        answers = await asyncio.gather(
+            *(
+                send(session, two_gateways[i % 2], "POST", "/v1/events", raw=orjson.dumps(event))
+                for i, event in enumerate(events)
+            )
+        )
+    statuses = sorted(answer.status for answer in answers)
+    assert statuses == [202] * 5 + [429] * 25
+    for answer in answers:
+        if answer.status == 429:
+            assert_error(answer, 429, "rate_limited")
+            retry_after_s(answer)
+    served = {i % 2 for i, answer in enumerate(answers) if answer.status in {202, 429}}
+    assert served == {0, 1}
+    assert await stream_length(redis) == 5

@@ -1,0 +1,83 @@
+"""Helpers for delivery tests over a real stack: wait for a status, read a lifecycle, run the CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from redis.asyncio import Redis
+
+from gateway.core import keys
+from tests.conftest import Stack
+from tests.support import eventually
+
+StackFactory = Callable[..., Awaitable[Stack]]
+PUSHGW = str(Path(sys.executable).parent / "pushgw")
+
+
+async def lifecycle(stack: Stack, event_id: str) -> dict[str, Any]:
+    status, body = await stack.client.call("GET", f"/v1/events/{event_id}")
+    assert status == 200, body
+    view: dict[str, Any] = body
+    return view
+
+
+async def until_status(stack: Stack, event_id: str, status: str, timeout_s: float = 20.0) -> dict[str, Any]:
+    """Poll the event's lifecycle until it shows `status`; returns that lifecycle."""
+
+    async def reached() -> bool:
+        return await stack.status_of(event_id) == status
+
+    await eventually(reached, timeout_s=timeout_s)
+    return await lifecycle(stack, event_id)
+
+
+async def pending(redis: Redis, shards: int = 1) -> int:
+    """Entries read but not acknowledged, over every shard's stream."""
+    total = 0
+    for shard in range(shards):
+        summary: Any = await redis.xpending(keys.stream(shard), keys.GROUP)
+        total += int(summary["pending"])
+    return total
+
+
+async def backlog(redis: Redis, shards: int = 1) -> int:
+    """Work not yet finished: pending entries, unread entries and scheduled retries."""
+    total = await pending(redis, shards)
+    for shard in range(shards):
+        groups: Any = await redis.xinfo_groups(keys.stream(shard))
+        total += sum(int(group.get("lag") or 0) for group in groups)
+        total += int(await redis.zcard(keys.retries(shard)))
+    return total
+
+
+async def scored(redis: Redis, key: str) -> list[tuple[str, float]]:
+    """A sorted set's members with their scores, lowest first."""
+    pairs: Any = await redis.zrange(key, 0, -1, withscores=True)
+    return [(str(member), float(score)) for member, score in pairs]
+
+
+def pushgw_env(redis_url: str, **extra: str) -> dict[str, str]:
+    """The environment of a `pushgw` subprocess: ours without other PUSHGW_* settings, plus `extra`."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("PUSHGW_")}
+    return {**env, "PUSHGW_REDIS_URL": redis_url, **extra}
+
+
+async def pushgw(redis_url: str, *args: str) -> tuple[int, str]:
+    """Run the real `pushgw` command to completion; returns (exit status, stdout)."""
+    process = await asyncio.create_subprocess_exec(
+        PUSHGW,
+        *args,
+        env=pushgw_env(redis_url),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate()
+    assert process.returncode is not None
+    if process.returncode != 0:
+        sys.stderr.write(err.decode())
+    return process.returncode, out.decode()
