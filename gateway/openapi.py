@@ -6,6 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.context import gateway_of
 from gateway.core.event import CURRENCIES, EventType
 from gateway.core.status import EventStatus
 from gateway.responses import respond
@@ -135,7 +136,7 @@ def _path_param(name: str) -> dict[str, Any]:
     return {"name": name, "in": "path", "required": True, "schema": _ID}
 
 
-def document() -> dict[str, Any]:
+def document(max_batch_events: int = 500) -> dict[str, Any]:
     """The whole document; pure, so tests can compare it with the app's routes."""
     signed: list[dict[str, list[str]]] = [{"pushgwSignature": []}]
     events_body = {"required": True, "content": {"application/json": {"schema": _ref("Event")}}}
@@ -143,7 +144,7 @@ def document() -> dict[str, Any]:
         "type": "object",
         "additionalProperties": False,
         "required": ["events"],
-        "properties": {"events": {"type": "array", "minItems": 1, "maxItems": 500, "items": {}}},
+        "properties": {"events": {"type": "array", "minItems": 1, "maxItems": max_batch_events, "items": {}}},
     }
     binding_param = [_path_param("customer_id")]
     return {
@@ -178,7 +179,7 @@ def document() -> dict[str, Any]:
             },
             "/v1/events/batch": {
                 "post": {
-                    "summary": "Queue up to 500 events; per-item results in request order",
+                    "summary": f"Queue up to {max_batch_events} events; per-item results in request order",
                     "security": signed,
                     "requestBody": {
                         "required": True,
@@ -260,4 +261,4 @@ def document() -> dict[str, Any]:
 
 
 async def serve(request: web.Request) -> web.Response:
-    return respond(document())
+    return respond(document(gateway_of(request).settings.max_batch_events))

@@ -16,13 +16,14 @@ log = logging.getLogger(__name__)
 class _State:
     failures: int = 0
     open_until_s: float = 0.0
-    probing: bool = False
+    probe_until_s: float = 0.0  # the half-open probe's claim lasts until then
 
 
 class Breaker:
     """Closed: calls go out. After `failures` consecutive failures, open for `open_s`; then half-open: one
-    probe goes out, its success closes the circuit, its failure opens it again. `pause` opens it for a known
-    time (quota exhausted, account suspended)."""
+    probe goes out, its success closes the circuit, its failure opens it again. A probe that reports neither
+    (a 43004 answer, a Redis error, a shutdown) gives its claim up after `open_s`, so it cannot hold the
+    circuit half-open forever. `pause` opens it for a known time (quota exhausted, account suspended)."""
 
     def __init__(self, failures: int, open_s: float, clock: Callable[[], float] = time.monotonic) -> None:
         self._threshold = failures
@@ -33,13 +34,14 @@ class Breaker:
     def blocked_for_s(self, appid: str) -> float:
         """0 when a call may go out now (claiming the probe if half-open), else seconds to wait."""
         state = self._states.setdefault(appid, _State())
-        remaining = state.open_until_s - self._clock()
+        now_s = self._clock()
+        remaining = state.open_until_s - now_s
         if remaining > 0:
             return remaining
         if state.failures >= self._threshold:
-            if state.probing:
+            if now_s < state.probe_until_s:
                 return min(1.0, self._open_s)
-            state.probing = True
+            state.probe_until_s = now_s + self._open_s
         return 0.0
 
     def succeeded(self, appid: str) -> None:
@@ -52,7 +54,7 @@ class Breaker:
     def failed(self, appid: str) -> None:
         state = self._states.setdefault(appid, _State())
         state.failures += 1
-        state.probing = False
+        state.probe_until_s = 0.0
         if state.failures >= self._threshold:
             self._open(appid, state, self._open_s, "failures")
 

@@ -1,6 +1,7 @@
 """Reading the delivery streams: new entries by XREADGROUP, stale ones of dead consumers by XAUTOCLAIM.
 
-Deliveries run as tasks the consumer owns, at most `concurrency` at once; `drain` waits for them on shutdown
+Deliveries run as tasks the consumer owns, at most `concurrency` at once (a read over several shards may start
+up to shards - 1 more, whose slots it takes back before reading again); `drain` waits for them on shutdown
 and cancels what outlives the deadline (those entries stay pending and are reclaimed by another worker).
 """
 
@@ -39,16 +40,26 @@ class Consumer:
         """Read new entries until `stopping` is set."""
         while not stopping.is_set():
             taken = await self._take_slots()
+            # COUNT applies to each stream, so the free slots are shared out between the shards' streams
+            per_stream = -(-taken // len(self._streams))
             try:
                 batch = await self._redis.xreadgroup(
-                    keys.GROUP, self.name, dict.fromkeys(self._streams, ">"), count=taken, block=self._block_ms
+                    keys.GROUP,
+                    self.name,
+                    dict.fromkeys(self._streams, ">"),
+                    count=per_stream,
+                    block=self._block_ms,
                 )
             except (RedisError, OSError) as exc:
                 self._release(taken)
                 await _pause_after(exc, "read")
                 continue
             started = self._start(cast(_Batch, batch))
-            self._release(taken - started)
+            if started > taken:  # rounding up started a few more than were free: take their slots back
+                for _ in range(started - taken):
+                    await self._slots.acquire()
+            else:
+                self._release(taken - started)
 
     async def reclaim_loop(self, stopping: asyncio.Event) -> None:
         """Every half visibility timeout, claim entries idle longer than it in any consumer's pending list."""

@@ -15,7 +15,7 @@ from importlib import resources
 from typing import Any
 
 from gateway.core.event import Event, EventType
-from gateway.core.masking import account_tail
+from gateway.core.masking import account_tail, mask_digit_runs
 
 # Asia/Shanghai has been UTC+8 without daylight saving since 1991; a fixed offset needs no tz database.
 SHANGHAI = timezone(timedelta(hours=8), "Asia/Shanghai")
@@ -90,7 +90,7 @@ def _event_values(event: Event, labels: dict[str, str]) -> dict[str, str | None]
         "label": labels[event.type],
         "amount": format_amount(event.amount, event.currency),
         "balance": format_amount(balance, event.currency) if balance is not None else None,
-        "counterparty": event.counterparty,
+        "counterparty": mask_digit_runs(event.counterparty) if event.counterparty else None,
     }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
@@ -54,7 +54,7 @@ class Event:
     fallback: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        return {name: value for name in self.__slots__ if (value := getattr(self, name)) is not None}
 
     def canonical_json(self) -> bytes:
         """Stable bytes of the event: the same event in any key order or spacing gives the same bytes."""

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
+from gateway.core.settings import RateLimit
 from tests.conftest import Stack
 from tests.gateway.helpers import Answer, assert_error, assert_error_shape, key_count, send, stream_length
 from tests.support import make_event
@@ -139,8 +140,6 @@ async def test_a_batch_of_500_is_queued_whole(stack_for: Callable[..., Any], red
 async def test_batch_items_over_the_rate_limit_say_when_to_retry(
     stack_for: Callable[..., Any], redis: Redis
 ) -> None:
-    from gateway.core.settings import RateLimit
-
     stack: Stack = await stack_for(workers=0, rate_limit=RateLimit(2, 60), rate_policy="reject")
     events = [make_event(customer_id="C-rl") for _ in range(3)]
     results = (await post_batch(stack, {"events": events})).body["results"]

@@ -12,10 +12,12 @@ from redis.asyncio import Redis
 
 from gateway.core import keys
 from tests.conftest import Stack
-from tests.gateway.helpers import Answer, assert_error, key_count, send
-from tests.support import make_event
+from tests.gateway.helpers import Answer, assert_error, fresh_headers, key_count, send
+from tests.support import KEY_ID, SECRET, make_event
 
 pytestmark = pytest.mark.e2e
+
+OTHER_KEY_ID, OTHER_SECRET = "cards", "cards-ingress-secret"
 
 
 async def call(stack: Stack, method: str, path: str, data: Any = None, **kwargs: Any) -> Answer:
@@ -54,16 +56,14 @@ async def test_a_queued_event_shows_its_lifecycle(stack_for: Callable[..., Any])
 
 
 async def test_events_are_looked_up_within_the_callers_source(stack_for: Callable[..., Any]) -> None:
-    stack: Stack = await stack_for(workers=0, api_keys={"cbs": "test-ingress-secret", "cards": "s2"})
+    stack: Stack = await stack_for(workers=0, api_keys={KEY_ID: SECRET, OTHER_KEY_ID: OTHER_SECRET})
     event = make_event()
     assert (await stack.client.post_event(event))[0] == 202
-    from tests.gateway.helpers import fresh_headers
-
     other = await call(
         stack,
         "GET",
         f"/v1/events/{event['event_id']}",
-        headers=fresh_headers(b"", key_id="cards", secret="s2"),
+        headers=fresh_headers(b"", key_id=OTHER_KEY_ID, secret=OTHER_SECRET),
     )
     assert_error(other, 404, "not_found")
 
@@ -124,8 +124,6 @@ async def test_binding_with_an_invalid_customer_id_is_422(stack_for: Callable[..
 
 async def test_binding_put_needs_json(stack_for: Callable[..., Any]) -> None:
     stack: Stack = await stack_for(workers=0)
-    from tests.gateway.helpers import fresh_headers
-
     body = b"openid=oUser_ok0001"
     assert_error(await call(stack, "PUT", "/v1/bindings/C1", raw=body), 400, "invalid_json")
     headers = {**fresh_headers(body), "Content-Type": "application/x-www-form-urlencoded"}

@@ -13,7 +13,7 @@ import pytest
 from redis.asyncio import Redis
 
 from gateway.app import create_app
-from gateway.core.settings import ConfigError
+from gateway.core.settings import ConfigError, RateLimit
 from tests.conftest import Stack
 from tests.gateway.helpers import Answer, assert_error, fresh_headers, send, stream_length
 from tests.support import KEY_ID, SECRET, make_event, signed_headers
@@ -21,6 +21,7 @@ from tests.support import KEY_ID, SECRET, make_event, signed_headers
 pytestmark = pytest.mark.e2e
 
 NEW_KEY_ID, NEW_SECRET = "cbs-2027", "rotated-ingress-secret"
+WRONG_SECRET = "not-the-secret"  # noqa: S105 - a fixture key
 
 
 def by_hand(secret: str, timestamp: str, body: bytes) -> str:
@@ -202,8 +203,6 @@ async def test_a_replayed_binding_change_is_401(stack_for: Callable[..., Any], r
 async def test_a_rate_limited_request_may_be_retried_with_the_same_signature(
     stack_for: Callable[..., Any],
 ) -> None:
-    from gateway.core.settings import RateLimit
-
     stack: Stack = await stack_for(workers=0, rate_limit=RateLimit(1, 60), rate_policy="reject")
     first = orjson.dumps(make_event(customer_id="C-rl"))
     assert (await post(stack, first, headers_for(first))).status == 202
@@ -232,6 +231,6 @@ async def test_open_ingress_accepts_unsigned_requests(stack_for: Callable[..., A
 async def test_open_ingress_still_checks_a_signature_that_is_sent(stack_for: Callable[..., Any]) -> None:
     stack: Stack = await stack_for(workers=0, open_ingress=True)
     body = orjson.dumps(make_event())
-    headers = signed_headers(body, secret="not-the-secret")
+    headers = signed_headers(body, secret=WRONG_SECRET)
     assert_error(await post(stack, body, headers), 401, "unauthorized")
     assert (await post(stack, body, fresh_headers(body))).status == 202

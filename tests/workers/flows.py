@@ -81,3 +81,13 @@ async def pushgw(redis_url: str, *args: str) -> tuple[int, str]:
     if process.returncode != 0:
         sys.stderr.write(err.decode())
     return process.returncode, out.decode()
+
+
+async def record_statuses(redis: Redis, events: list[dict[str, Any]], shards: int = 1) -> dict[str, str]:
+    """event id -> status, read straight from the records (one round trip for many events)."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for event in events:
+            shard = keys.shard_of(event["customer_id"], shards)
+            pipe.hget(keys.event(shard, "cbs", event["event_id"]), "status")
+        found = await pipe.execute()
+    return {event["event_id"]: str(status) for event, status in zip(events, found, strict=True)}

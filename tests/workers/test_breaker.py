@@ -95,3 +95,19 @@ def test_appids_are_independent() -> None:
         breaker.failed(APP)
     assert breaker.blocked_for_s(APP) > 0
     assert breaker.blocked_for_s("wx_other") == 0.0
+
+
+def test_a_probe_that_reports_neither_way_does_not_hold_the_circuit_forever() -> None:
+    """A probe answered 43004 (or lost to a Redis error or a shutdown) reports neither success nor failure;
+    after another open period the next call may probe."""
+    breaker, clock = _breaker()
+    for _ in range(3):
+        breaker.failed(APP)
+    clock.now_s += 10
+    assert breaker.blocked_for_s(APP) == 0.0  # the probe, never reported
+    assert breaker.blocked_for_s(APP) > 0
+    clock.now_s += 10
+    assert breaker.blocked_for_s(APP) == 0.0  # a new probe
+    assert breaker.blocked_for_s(APP) > 0
+    breaker.succeeded(APP)
+    assert breaker.blocked_for_s(APP) == 0.0

@@ -237,3 +237,38 @@ async def test_lifecycle_of_a_delivered_event(stack_for: StackFactory) -> None:
     assert view["delivered_at"] is not None
     assert view["accepted_at"] <= view["delivered_at"]
     assert (await lifecycle(stack, event["event_id"]))["status"] == "delivered"
+
+
+async def test_a_probe_answered_neither_way_does_not_hold_the_circuit_open(stack_for: StackFactory) -> None:
+    """Two busy answers open the circuit; its half-open probe is answered 43019 (WeChat is up, but that is
+    neither a success nor a failure). Later events of other customers must still go out."""
+    stack = await stack_for(breaker_failures=2, breaker_open_s=0.5)
+    await stack.client.bind(CUSTOMER, OPENID)
+    await stack.client.bind("C-other", "oUser_other")
+    await stack.sim("PUT", "/sim/faults", {"script": [{"errcode": -1}, {"errcode": -1}, {"errcode": 43019}]})
+    probe = make_event(customer_id=CUSTOMER)
+    await stack.client.post_event(probe)
+    view = await until_status(stack, probe["event_id"], "failed")
+    assert (view["attempts"], view["last_error"]) == (3, "43019")
+
+    later = make_event(customer_id="C-other")
+    await stack.client.post_event(later)
+    await until_status(stack, later["event_id"], "delivered", timeout_s=15)
+    assert len(await stack.delivered_to("oUser_other")) == 1
+
+
+async def test_a_reply_lost_to_the_client_timeout_is_resent_and_deduplicated(stack_for: StackFactory) -> None:
+    """WeChat delivered, but its answer came after our timeout: the resend with the same client_msg_id
+    answers 0 again and the customer still gets one message."""
+    stack = await stack_for(wechat_timeout_s=0.3)
+    await stack.client.bind(CUSTOMER, OPENID)
+    await stack.sim("PUT", "/sim/faults", {"script": [{"delay_ms": 1500}]})
+    event = make_event(customer_id=CUSTOMER)
+    await stack.client.post_event(event)
+
+    view = await until_status(stack, event["event_id"], "delivered")
+    assert view["attempts"] == 2
+    [message] = await stack.delivered_to(OPENID)
+    assert view["msgid"] == str(message["msgid"])
+    stats = await stack.sim("GET", "/sim/stats")
+    assert (stats["delivered"], stats["deduplicated"]) == (1, 1)

@@ -228,3 +228,11 @@ def test_template_contract_with_the_simulator() -> None:
     assert set(sim[TEMPLATES.digest_template].keys) == set(TEMPLATES.digest_fields)
     assert set(TEMPLATES.event_templates) == {t.value for t in EventType}
     assert TEMPLATES.labels == LABELS
+
+
+def test_an_account_number_inside_the_counterparty_is_masked() -> None:
+    message = render_event(TEMPLATES, _event(counterparty="转账 6222020200005678"), OPENID)
+    assert _values(message)["thing6"] == "转账 ****5678"
+    assert (
+        _values(render_event(TEMPLATES, _event(counterparty="Store 2046"), OPENID))["thing6"] == "Store 2046"
+    )
