@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 # Run the suite on both server binaries: redis-server from PATH (falls back to the embedded valkey-server
-# on a bare machine), then the end-to-end tests again on the embedded valkey-server.
+# on a bare machine), then again on the embedded valkey-server.
 PYTEST_ARGS ?=
 
 .PHONY: install run test lint typecheck check bench clean
@@ -28,7 +28,7 @@ typecheck: install
 
 test: install
 	$(BIN)/pytest $(PYTEST_ARGS)
-	PUSHGW_TEST_REDIS=valkey $(BIN)/pytest -m e2e $(PYTEST_ARGS)
+	PUSHGW_TEST_REDIS=valkey $(BIN)/pytest $(PYTEST_ARGS)
 
 check: lint typecheck test
 
