@@ -52,11 +52,7 @@ def _gateway_context(settings: Settings):  # type: ignore[no-untyped-def]
         redis = connect(settings, max_connections=256)
         scripts = Scripts(settings)
         readiness = Readiness(require_durable=settings.require_durable_redis)
-        ingestor = (
-            Ingestor(redis, scripts, settings.redis_timeout_s)
-            if settings.ingest_coalesce
-            else Ingestor(redis, scripts, settings.redis_timeout_s, max_inflight=256, max_batch=1)
-        )
+        ingestor = Ingestor(redis, scripts, settings.redis_timeout_s, coalesce=settings.ingest_coalesce)
         verifier = Verifier(
             settings.api_keys, settings.signature_window_s, open_ingress=settings.open_ingress
         )

@@ -17,8 +17,10 @@ from typing import Any
 
 import orjson
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from gateway.core import clock, keys, metrics
+from gateway.core.coalesce import Coalescer
 from gateway.core.event import Event
 from gateway.core.logs import bound
 from gateway.core.redis import text_map
@@ -33,6 +35,14 @@ from workers.wechat import Answer, Outcome, TokenError, Verdict, Wait, WeChatCli
 
 log = logging.getLogger(__name__)
 SUSPEND_S = 600.0
+
+
+def _raised(results: list[Any]) -> list[Any]:
+    """Results of a coalesced round trip; a command's error is raised (the entry stays pending)."""
+    for result in results:
+        if isinstance(result, Exception):
+            raise result
+    return results
 
 
 @dataclass(frozen=True)
@@ -108,14 +118,23 @@ class Deliverer:
         self._sender = sender
         self._templates = templates
         self._uniform = uniform
+        # deliveries running at once share Redis round trips for their lookups and their outcomes
+        self._lookups: Coalescer[Entry] = Coalescer(redis, self._queue_lookup, scripts.load)
+        self._outcomes: Coalescer[dict[str, Any]] = Coalescer(redis, self._queue_outcome, scripts.load)
+
+    async def close(self) -> None:
+        """Send outcomes still waiting for a round trip."""
+        await self._outcomes.close()
+        await self._lookups.close()
 
     async def deliver(self, entry: Entry) -> None:
         """Take the entry to its next state. Raises only for Redis failures (the entry stays pending)."""
         with bound(event_id=entry.message_id):
-            if await self._already_final(entry):
+            statuses, binding = await self._lookup(entry)
+            if all(status is not None and EventStatus(status).is_final for status in statuses):
+                # the delivered-ledger: a reclaimed entry whose records are final is only acknowledged
                 await self._redis.xack(keys.stream(entry.shard), keys.GROUP, entry.entry_id)
                 return
-            binding = text_map(await self._redis.hgetall(keys.binding(entry.customer_id)))
             if binding.get("status") != "active":
                 reason = "no_binding" if not binding else f"binding_{binding.get('status')}"
                 await self._finish(entry, EventStatus.NO_BINDING, entry.attempts, error=reason)
@@ -127,13 +146,22 @@ class Deliverer:
                 return
             await self._send(entry, message, binding["openid"])
 
-    async def _already_final(self, entry: Entry) -> bool:
-        """The delivered-ledger: a reclaimed or replayed-by-Redis entry whose records are final is done."""
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for record in entry.records():
-                pipe.hget(record, "status")
-            statuses = await pipe.execute()
-        return all(status is not None and EventStatus(status).is_final for status in statuses)
+    async def _lookup(self, entry: Entry) -> tuple[list[str | None], dict[str, str]]:
+        """The statuses of the entry's records and the customer's binding, in a shared round trip."""
+        *statuses, binding = _raised(await self._lookups.submit(entry))
+        return statuses, text_map(binding)
+
+    @staticmethod
+    async def _queue_lookup(pipe: Pipeline, entry: Entry) -> int:
+        records = entry.records()
+        for record in records:
+            pipe.hget(record, "status")
+        pipe.hgetall(keys.binding(entry.customer_id))
+        return len(records) + 1
+
+    async def _queue_outcome(self, pipe: Pipeline, finish: dict[str, Any]) -> int:
+        await self._scripts.finish(pipe, **finish)
+        return 1
 
     def _render(self, entry: Entry, openid: str) -> dict[str, Any]:
         events = entry.events()
@@ -239,21 +267,19 @@ class Deliverer:
         msgid: str = "",
         due_ms: int = 0,
     ) -> None:
-        # shielded: once WeChat answered, the status write and the ack must not be torn apart by a cancel
-        await asyncio.shield(
-            self._scripts.finish(
-                self._redis,
-                shard=entry.shard,
-                entry_id=entry.entry_id,
-                records=entry.records(),
-                status=status,
-                attempts=attempts,
-                last_error=error,
-                msgid=msgid,
-                retry_due_ms=due_ms,
-                entry_json=entry.to_json(attempts),
-            )
-        )
+        # shielded: once WeChat answered, the outcome must be recorded even if this task is cancelled
+        finish = {
+            "shard": entry.shard,
+            "entry_id": entry.entry_id,
+            "records": entry.records(),
+            "status": status,
+            "attempts": attempts,
+            "last_error": error,
+            "msgid": msgid,
+            "retry_due_ms": due_ms,
+            "entry_json": entry.to_json(attempts),
+        }
+        _raised(await asyncio.shield(self._outcomes.submit(finish)))
         if status is EventStatus.DEAD_LETTERED:
             metrics.DEAD_LETTERS.labels(error.split(":")[0]).inc()
         if status is EventStatus.NO_BINDING:

@@ -76,6 +76,7 @@ async def run_worker(settings: Settings, stopping: asyncio.Event, *, name: str |
             loops.create_task(scheduler.loop(stopping), name="scheduler")
             loops.create_task(_token_loop(tokens, stopping), name="token-refresher")
         cut = await consumer.drain(settings.shutdown_timeout_s)
+        await deliverer.close()
         log.info("worker stopped", extra={"consumer": name, "delivered": consumer.delivered, "cut_off": cut})
         return cut
 

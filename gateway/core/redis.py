@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import ResponseError
 
 from gateway.core import keys
@@ -26,14 +26,17 @@ def connect(settings: Settings, *, max_connections: int = 64) -> Redis:
     """A pooled client with the Redis deadline as socket timeout. Cluster URLs come with issue "scaling"."""
     if settings.redis_url.startswith("redis+cluster://"):
         raise NotImplementedError("Redis Cluster URLs are not supported yet; use redis://")
-    return Redis.from_url(
+    # a blocking pool: a caller beyond max_connections waits (within the deadline) instead of failing
+    pool = BlockingConnectionPool.from_url(
         settings.redis_url,
         decode_responses=True,
         socket_timeout=settings.redis_timeout_s,
         socket_connect_timeout=settings.redis_timeout_s,
         max_connections=max_connections,
+        timeout=settings.redis_timeout_s,
         health_check_interval=10,
     )
+    return Redis.from_pool(pool)
 
 
 @dataclass(frozen=True)

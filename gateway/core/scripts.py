@@ -116,10 +116,11 @@ class Scripts:
         msgid: str = "",
         retry_due_ms: int = 0,
         entry_json: bytes = b"",
-    ) -> int:
+    ) -> Any:
         """Record an outcome on every record of the entry and XACK it, atomically; schedules the retry or
-        writes the dead letter as the status says. Returns how many records changed."""
-        result = await self._finish(
+        writes the dead letter as the status says. On a Redis client returns how many records changed;
+        on a pipeline queues the call."""
+        return await self._finish(
             client,
             [keys.stream(shard), keys.retries(shard), keys.dead_letters(shard), *records],
             [
@@ -134,7 +135,6 @@ class Scripts:
                 self._settings.event_ttl_s,
             ],
         )
-        return int(result)
 
     async def move_retries(self, client: Client, shard: int, most: int) -> int:
         """Move due retries of a shard back onto its stream. Returns how many moved."""

@@ -1,0 +1,111 @@
+"""Share Redis round trips between concurrent callers: what they submit leaves together in pipelines.
+
+Each caller still gets its own results, only after Redis answered. While `max_inflight` pipelines are
+out, new submissions wait and leave together in the next one, so the batch size follows the load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, Generic, TypeVar
+
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+from redis.exceptions import NoScriptError
+
+T = TypeVar("T")
+Queue = Callable[[Pipeline, T], Awaitable[int]]
+"""Queues one item's commands on the pipeline and returns how many it queued."""
+
+
+class Coalescer(Generic[T]):
+    def __init__(
+        self,
+        redis: Redis,
+        queue: Queue[T],
+        reload_scripts: Callable[[Redis], Awaitable[None]],
+        *,
+        max_inflight: int = 2,
+        max_batch: int = 256,
+        observe: Callable[[int], None] | None = None,
+    ) -> None:
+        self._redis = redis
+        self._queue = queue
+        self._reload_scripts = reload_scripts
+        self._max_inflight = max_inflight
+        self._max_batch = max_batch
+        self._observe = observe
+        self._pending: list[tuple[T, asyncio.Future[list[Any]]]] = []
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._tick_scheduled = False
+
+    async def submit(self, item: T) -> list[Any]:
+        """The results of the item's commands (a command's error is returned in its place, not raised).
+        Raises what the round trip raised (connection loss, timeout)."""
+        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        self._pending.append((item, future))
+        self._schedule()
+        return await future
+
+    async def submit_many(self, items: list[T]) -> list[list[Any]]:
+        """Send these items together in one pipeline of their own; results in order."""
+        return await self._send(items)
+
+    async def close(self) -> None:
+        """Send what is pending and wait for every pipeline out (callers bound this with their deadline)."""
+        while self._pending or self._inflight:
+            self._tick()
+            if self._inflight:
+                await asyncio.wait(set(self._inflight))
+
+    def _schedule(self) -> None:
+        if not self._tick_scheduled:
+            self._tick_scheduled = True
+            asyncio.get_running_loop().call_soon(self._tick)
+
+    def _tick(self) -> None:
+        self._tick_scheduled = False
+        while self._pending and len(self._inflight) < self._max_inflight:
+            batch, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch :]
+            task = asyncio.create_task(self._resolve(batch), name="redis-pipeline")
+            self._inflight.add(task)
+            task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._inflight.discard(task)
+        if self._pending:
+            self._schedule()
+
+    async def _resolve(self, batch: list[tuple[T, asyncio.Future[list[Any]]]]) -> None:
+        try:
+            results = await self._send([item for item, _ in batch])
+        except Exception as exc:  # every waiter must hear about it, whatever it was
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (_, future), result in zip(batch, results, strict=True):
+            if not future.done():
+                future.set_result(result)
+
+    async def _send(self, items: list[T]) -> list[list[Any]]:
+        if self._observe is not None:
+            self._observe(len(items))
+        results = await self._pipeline(items)
+        missing = [i for i, result in enumerate(results) if any(isinstance(r, NoScriptError) for r in result)]
+        if missing:  # Redis restarted and lost its scripts: they did not run, so running them again is safe
+            await self._reload_scripts(self._redis)
+            for i, result in zip(missing, await self._pipeline([items[i] for i in missing]), strict=True):
+                results[i] = result
+        return results
+
+    async def _pipeline(self, items: list[T]) -> list[list[Any]]:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            counts = [await self._queue(pipe, item) for item in items]
+            flat = list(await pipe.execute(raise_on_error=False))
+        results, start = [], 0
+        for count in counts:
+            results.append(flat[start : start + count])
+            start += count
+        return results
