@@ -242,7 +242,7 @@ def _report(results: dict[str, list[float]], json_path: str | None, quick: bool)
             median["single_uncoalesced"],
             median["single_uncoalesced"] / median["H"],
         ),
-        ("coalesced / uncoalesced", "ratio", median["single"] / median["single_uncoalesced"], None),
+        ("coalesced / uncoalesced (x100)", "ratio", 100 * median["single"] / median["single_uncoalesced"], None),
         ("batch ingress (100/request)", "events/s", median["batch"], median["batch"] / median["H"]),
         ("C: bare client -> simulator", "msg/s", median["C"], None),
         ("worker delivery", "events/s", median["delivery"], median["delivery"] / median["C"]),
