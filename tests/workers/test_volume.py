@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from gateway.core.event import EventType
 from gateway.core.settings import RateLimit
 from tests.conftest import Stack
 from tests.support import eventually
@@ -26,16 +27,7 @@ BATCHED = 1500
 BATCH_SIZE = 100
 CONCURRENCY = 50
 SHARDS = 2  # two delivery streams, so each worker reads several at once
-TYPES = [
-    "debit",
-    "credit",
-    "card_purchase",
-    "transfer_out",
-    "transfer_in",
-    "atm_withdrawal",
-    "loan_repayment",
-    "refund",
-]
+TYPES = [t.value for t in EventType]
 OFFSETS = [timedelta(hours=8), timedelta(0), timedelta(hours=-5), timedelta(hours=9, minutes=30)]
 SHANGHAI = timezone(timedelta(hours=8))
 PARTIES = ["Starbucks Shanghai", "上海某某科技有限公司", "A counterparty name much longer than twenty", None]
