@@ -14,6 +14,9 @@ COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
 USER 10001
 ENV PYTHONUNBUFFERED=1
-EXPOSE 8080 9108
+EXPOSE 8080 8090 9108
+# /healthz of the gateway (8080); a worker or simulator container overrides this with its own port.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
+    CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=2).status != 200)"]
 ENTRYPOINT ["pushgw"]
 CMD ["gateway", "--host", "0.0.0.0", "--port", "8080"]

@@ -37,3 +37,9 @@ bench: install
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info
+
+# A 20 s headless Locust smoke run against a private `pushgw dev` stack (free ports); CSV + HTML reports in
+# build/loadtest/. Exits non-zero when the locustfile's failure-ratio / p99 policy fails.
+.PHONY: loadtest-smoke
+loadtest-smoke: install
+	$(BIN)/python -m loadtest.smoke

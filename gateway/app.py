@@ -12,11 +12,12 @@ from aiohttp import web
 from gateway import middlewares, openapi
 from gateway.auth import Verifier
 from gateway.context import GATEWAY, Gateway, Readiness
+from gateway.core.loop_lag import loop_lag_watched
 from gateway.core.metrics_server import metrics_handler
 from gateway.core.redis import connect
 from gateway.core.scripts import Scripts
 from gateway.core.settings import ConfigError, Settings
-from gateway.handlers import bindings, events, health
+from gateway.handlers import bindings, events, health, wechat_callback
 from gateway.ingest import Ingestor
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,8 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_put("/v1/bindings/{customer_id}", bindings.put_binding)
     app.router.add_get("/v1/bindings/{customer_id}", bindings.get_binding, allow_head=False)
     app.router.add_delete("/v1/bindings/{customer_id}", bindings.delete_binding)
+    app.router.add_get("/wechat/callback", wechat_callback.verify_url, allow_head=False)
+    app.router.add_post("/wechat/callback", wechat_callback.receive_event)
     app.router.add_get("/healthz", health.healthz, allow_head=False)
     app.router.add_get("/readyz", health.readyz, allow_head=False)
     app.router.add_get("/metrics", metrics_handler, allow_head=False)
@@ -60,7 +63,8 @@ def _gateway_context(settings: Settings):  # type: ignore[no-untyped-def]
         await readiness.refresh(redis)
         checker = asyncio.create_task(_keep_checking(readiness, app[GATEWAY]), name="readiness-check")
         try:
-            yield
+            async with loop_lag_watched():
+                yield
         finally:
             checker.cancel()
             with contextlib.suppress(asyncio.CancelledError):

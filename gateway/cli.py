@@ -142,7 +142,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
     configure("WARNING")
     _install_uvloop()
-    asyncio.run(run_bench(quick=args.quick, json_path=args.json))
+    asyncio.run(run_bench(quick=args.quick, json_path=args.json, soak_s=args.soak, profile_dir=args.profile))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -184,6 +184,18 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="measure ingress and delivery throughput")
     bench.add_argument("--quick", action="store_true", help="a short run")
     bench.add_argument("--json", default=None, help="also write the results to this JSON file")
+    bench.add_argument(
+        "--soak",
+        nargs="?",
+        type=float,
+        const=600.0,
+        default=0.0,
+        metavar="SECONDS",
+        help="also run the pipeline at 70%% load this long (default 600 s) and report RSS at start and end",
+    )
+    bench.add_argument(
+        "--profile", default=None, metavar="DIR", help="py-spy the gateway and worker into DIR"
+    )
     bench.set_defaults(func=cmd_bench)
     return parser
 

@@ -43,8 +43,9 @@ class Readiness:
         except Exception as exc:  # CONFIG refused or Redis down: unknown is not durable
             found = [f"cannot read Redis persistence settings ({type(exc).__name__})"]
         if found != self.problems:
+            level = logging.ERROR if self.require_durable else logging.WARNING
             for problem in found:
-                log.error("redis does not keep acknowledged events safe: %s", problem)
+                log.log(level, "redis does not keep acknowledged events safe: %s", problem)
         self.durable, self.problems = not found, found
         metrics.REDIS_DURABLE.set(1 if self.durable else 0)
 

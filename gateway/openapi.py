@@ -98,6 +98,12 @@ _SCHEMAS: dict[str, Any] = {
             "updated_at": {"type": ["string", "null"], "format": "date-time"},
             "delivered_at": {"type": ["string", "null"], "format": "date-time"},
             "msgid": {"type": "string"},
+            "finish_status": {
+                "type": "string",
+                "description": "WeChat's delivery-finished status (TEMPLATESENDJOBFINISH)",
+                "enum": ["success", "failed:user block", "failed: system failed"],
+            },
+            "finished_at": {"type": ["string", "null"], "format": "date-time"},
         },
     },
     "BindingRequest": {
@@ -129,6 +135,53 @@ _SCHEMAS: dict[str, Any] = {
         },
     },
     "Error": {"type": "object", "required": ["error"], "properties": {"error": _ref("ErrorDetail")}},
+}
+
+
+def _query_param(name: str, description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": True,
+        "schema": {"type": "string"},
+        "description": description,
+    }
+
+
+_WECHAT_SIGNATURE = [
+    _query_param(
+        "signature", "hex sha1 of the sorted [PUSHGW_WECHAT_CALLBACK_TOKEN, timestamp, nonce] joined"
+    ),
+    _query_param("timestamp", "unix seconds"),
+    _query_param("nonce", "a random string"),
+]
+_TEXT_OK = {"content": {"text/plain": {"schema": {"type": "string"}}}}
+_WECHAT_CALLBACK: dict[str, Any] = {
+    "get": {
+        "summary": "WeChat server-URL verification: answers echostr when the signature is right",
+        "parameters": [*_WECHAT_SIGNATURE, _query_param("echostr", "echoed back as text/plain")],
+        "responses": {
+            "200": {"description": "the echostr", **_TEXT_OK},
+            "401": _error("bad signature"),
+            "404": _error("PUSHGW_WECHAT_CALLBACK_TOKEN is not set"),
+        },
+    },
+    "post": {
+        "summary": "WeChat event push (TEMPLATESENDJOBFINISH): records the final status on the event",
+        "parameters": _WECHAT_SIGNATURE,
+        "requestBody": {"required": True, "content": {"text/xml": {"schema": {"type": "string"}}}},
+        "responses": {
+            "200": {
+                "description": "`success` (also for a duplicate, an unknown msgid or another event)",
+                **_TEXT_OK,
+            },
+            "400": _error("not well-formed XML, or XML with a DOCTYPE or an entity"),
+            "401": _error("bad signature"),
+            "404": _error("PUSHGW_WECHAT_CALLBACK_TOKEN is not set"),
+            "413": _error("body too large"),
+            "503": _error("Redis unavailable; WeChat retries"),
+        },
+    },
 }
 
 
@@ -243,6 +296,7 @@ def document(max_batch_events: int = 500) -> dict[str, Any]:
                     },
                 },
             },
+            "/wechat/callback": _WECHAT_CALLBACK,
             "/healthz": {"get": {"summary": "Process is up", "responses": {"200": {"description": "up"}}}},
             "/readyz": {
                 "get": {

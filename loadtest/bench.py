@@ -1,15 +1,21 @@
 """`pushgw bench`: start what it needs, measure ingress and delivery beside their baselines, print a table.
 
 Every figure that matters is a ratio against a baseline measured in the same run on the same cores:
-  H  bare aiohttp hello-world, requests/s       -> single-event and batch ingress are read against it
-  C  bare aiohttp client sending template messages to the simulator -> worker delivery is read against it
-The load generator runs in its own process; each server is its own process (this machine has 2 cores).
+  H    bare aiohttp hello-world, requests/s       -> single-event and batch ingress are read against it
+  C    bare aiohttp client sending template messages to the simulator -> worker delivery is read against it
+  SIM  the simulator driven by two client processes (its own ceiling: C and delivery cannot pass it)
+  XADD redis-benchmark XADD, pipelined 64 deep, on the bench's Redis (appendfsync always): the queue's ceiling
+End-to-end latency is measured open loop (loadtest/openloop.py) at 70% of the measured single-event maximum
+and at 70% of the pipeline's maximum (the lower of single-event ingress and delivery), from the event's
+accepted time to its delivered time (both Redis TIME). The load generator runs in its own process; each
+server is its own process (this machine has 2 cores).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -28,10 +34,38 @@ from redis.asyncio import Redis
 from gateway.core import keys
 from gateway.core.redis import server_binary, server_command
 from loadtest.payloads import customer_id, openid_of
+from loadtest.report import Row, percentile, table
 
 KEY_ID, SECRET = "bench", "bench-secret"
 APPID, APP_SECRET = "wx_bench_app", "bench_app_secret"
 CUSTOMERS = 1000
+E2E_SHARE = 0.7
+E2E_RUNS = {
+    "e2e_at_single": "70% single max",
+    "e2e_at_pipeline": "70% pipeline max",
+    "e2e_at_35": "35% pipeline max",
+}
+PUSHGW = [sys.executable, "-c", "from gateway.cli import main; main()"]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How long each measurement runs and how often the rounds repeat."""
+
+    seconds: float
+    rounds: int
+    e2e_seconds: float
+    drain_s: float
+    quick: bool
+    soak_s: float = 0.0
+    profile_dir: Path | None = None
+
+    @classmethod
+    def make(cls, quick: bool, soak_s: float = 0.0, profile_dir: str | None = None) -> Plan:
+        profile = Path(profile_dir) if profile_dir else None
+        if quick:
+            return cls(2.5, 1, 3.0, 10.0, True, soak_s, profile)
+        return cls(6.0, 3, 8.0, 20.0, False, soak_s, profile)
 
 
 def _free_port() -> int:
@@ -42,8 +76,21 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def rss_mib(pid: int) -> float:
+    """Resident set size of a process in MiB (Linux /proc), nan where it cannot be read."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
 @asynccontextmanager
-async def _process(args: Sequence[str], env: dict[str, str], ready_url: str) -> AsyncIterator[None]:
+async def _process(
+    args: Sequence[str], env: dict[str, str], ready_url: str
+) -> AsyncIterator[subprocess.Popen[bytes]]:
     """A server process, ready once `ready_url` answers; stopped (SIGTERM) on exit."""
     process = subprocess.Popen(list(args), env={**os.environ, **env}, stdout=subprocess.DEVNULL)
     try:
@@ -56,7 +103,7 @@ async def _process(args: Sequence[str], env: dict[str, str], ready_url: str) -> 
                 except aiohttp.ClientError:
                     pass
                 await asyncio.sleep(0.05)
-        yield
+        yield process
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -65,10 +112,7 @@ async def _process(args: Sequence[str], env: dict[str, str], ready_url: str) -> 
 @asynccontextmanager
 async def _redis(directory: Path) -> AsyncIterator[str]:
     port = _free_port()
-    process = subprocess.Popen(
-        server_command(server_binary(), port, directory),
-        stdout=subprocess.DEVNULL,
-    )
+    process = subprocess.Popen(server_command(server_binary(), port, directory), stdout=subprocess.DEVNULL)
     url = f"redis://127.0.0.1:{port}/0"
     try:
         client = Redis.from_url(url)
@@ -85,44 +129,67 @@ async def _redis(directory: Path) -> AsyncIterator[str]:
         process.wait(timeout=30)
 
 
-def _load(url: str, mode: str, seconds: float, connections: int = 64, **extra: str) -> dict[str, Any]:
-    """Run the load generator process and return its tally."""
-    args = [
-        sys.executable,
-        "-m",
-        "loadtest.loadgen",
-        "--url",
-        url,
-        "--mode",
-        mode,
-        "--seconds",
-        str(seconds),
-        "--connections",
-        str(connections),
-        "--key-id",
-        KEY_ID,
-        "--secret",
-        SECRET,
-        "--customers",
-        str(CUSTOMERS),
+@asynccontextmanager
+async def _profiled(plan: Plan, process: subprocess.Popen[bytes], name: str) -> AsyncIterator[None]:
+    """With --profile DIR: py-spy samples the process while the block runs (collapsed stacks, -f raw)."""
+    if plan.profile_dir is None:
+        yield
+        return
+    plan.profile_dir.mkdir(parents=True, exist_ok=True)
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    out = plan.profile_dir / f"{name}.txt"
+    command = [
+        spy,
+        "record",
+        "-f",
+        "raw",
+        "-r",
+        "250",
+        "--nonblocking",
+        "-p",
+        str(process.pid),
+        "-o",
+        str(out),
     ]
+    recorder = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield
+    finally:
+        recorder.send_signal(2)  # SIGINT: py-spy writes what it sampled
+        recorder.wait(timeout=30)
+
+
+def _load_args(url: str, mode: str, seconds: float, connections: int, extra: dict[str, str]) -> list[str]:
+    args = [sys.executable, "-m", "loadtest.loadgen", "--url", url, "--mode", mode, "--seconds", str(seconds)]
+    args += ["--connections", str(connections), "--key-id", KEY_ID, "--secret", SECRET]
+    args += ["--customers", str(CUSTOMERS)]
     for name, value in extra.items():
         args += [f"--{name.replace('_', '-')}", value]
-    out = subprocess.run(args, check=True, capture_output=True, text=True).stdout
+    return args
+
+
+def _load(url: str, mode: str, seconds: float, connections: int = 64, **extra: str) -> dict[str, Any]:
+    """Run the closed-loop load generator process and return its tally."""
+    out = subprocess.run(
+        _load_args(url, mode, seconds, connections, extra), check=True, capture_output=True, text=True
+    ).stdout
     tally: dict[str, Any] = orjson.loads(out.strip().splitlines()[-1])
     return tally
 
 
+async def _load_parallel(url: str, mode: str, seconds: float, processes: int, **extra: str) -> float:
+    """Events/s of `processes` load generators together (the simulator's own capacity)."""
+    tallies = await asyncio.gather(
+        *(
+            asyncio.to_thread(_load, url, mode, seconds, 64, seed=str(i + 11), **extra)
+            for i in range(processes)
+        )
+    )
+    return sum(_rate(tally) for tally in tallies)
+
+
 def _rate(tally: dict[str, Any]) -> float:
     return float(tally["events"]) / float(tally["seconds"])
-
-
-@dataclass
-class Stack:
-    redis_url: str
-    sim_url: str
-    gateway_url: str
-    env: dict[str, str]
 
 
 def _gateway_env(redis_url: str, sim_url: str) -> dict[str, str]:
@@ -140,15 +207,22 @@ def _gateway_env(redis_url: str, sim_url: str) -> dict[str, str]:
     }
 
 
-async def _measure_ingress(
-    pushgw: list[str], env: dict[str, str], seconds: float, coalesce: bool, mode: str
-) -> float:
+@asynccontextmanager
+async def _gateway(
+    env: dict[str, str], coalesce: bool = True
+) -> AsyncIterator[tuple[str, subprocess.Popen[bytes]]]:
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**env, "PUSHGW_INGEST_COALESCE": "true" if coalesce else "false"}
-    async with _process([*pushgw, "gateway", "--port", str(port)], env, url + "/healthz"):
+    async with _process([*PUSHGW, "gateway", "--port", str(port)], env, url + "/healthz") as process:
+        yield url, process
+
+
+async def _measure_ingress(plan: Plan, env: dict[str, str], coalesce: bool, mode: str) -> float:
+    async with _gateway(env, coalesce) as (url, process):
         _load(url, mode, 1.0)  # warm up
-        return _rate(_load(url, mode, seconds))
+        async with _profiled(plan, process, f"gateway-{mode}" + ("" if coalesce else "-uncoalesced")):
+            return _rate(_load(url, mode, plan.seconds))
 
 
 async def _measure_hello(seconds: float) -> float:
@@ -173,24 +247,68 @@ async def _sim_delivered(session: aiohttp.ClientSession, sim_url: str) -> int:
         return int((await response.json())["delivered"])
 
 
-async def _measure_delivery(
-    pushgw: list[str], env: dict[str, str], sim_url: str, redis_url: str, seconds: float
-) -> float:
+async def _measure_delivery(plan: Plan, env: dict[str, str], sim_url: str, redis_url: str) -> float:
     """Events/s a worker delivers from a backlog (the stream filled by the ingress runs)."""
     redis = Redis.from_url(redis_url, decode_responses=True)
     backlog = int(await redis.xlen(keys.stream(0)))
     await redis.aclose()
     async with aiohttp.ClientSession() as session:
         before = await _sim_delivered(session, sim_url)
-        async with _process([*pushgw, "worker"], env, sim_url + "/healthz"):
+        async with _process([*PUSHGW, "worker"], env, sim_url + "/healthz") as worker:
             await asyncio.sleep(1.0)  # start-up and token fetch are not throughput
             start_count, started = await _sim_delivered(session, sim_url), time.monotonic()
-            await asyncio.sleep(seconds)
+            async with _profiled(plan, worker, "worker-delivery"):
+                await asyncio.sleep(plan.seconds)
             done = await _sim_delivered(session, sim_url)
             elapsed = time.monotonic() - started
     if done - before >= backlog:
         sys.stderr.write("warning: the backlog ran out during the delivery measurement\n")
     return (done - start_count) / elapsed
+
+
+def _xadd_redis_benchmark(redis_url: str, seconds: float) -> float | None:
+    """XADD ops/s from redis-benchmark, 64 commands a pipeline, 16 clients; None if it is not installed."""
+    binary = shutil.which("redis-benchmark")
+    if binary is None:
+        return None
+    port = redis_url.rsplit(":", 1)[1].split("/")[0]
+    requests = str(int(60_000 * seconds))
+    command = [binary, "-p", port, "-c", "16", "-P", "64", "-n", requests, "-q", "--csv"]
+    command += ["XADD", "bench:xadd", "MAXLEN", "~", "100000", "*", "ev", "x" * 300]
+    out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    # --csv: a header line, then "test","rps",...
+    for line in out.splitlines():
+        cells = [cell.strip('"') for cell in line.split(",")]
+        if len(cells) > 1 and cells[0].upper().startswith("XADD"):
+            return float(cells[1])
+    return None
+
+
+async def _xadd_python(redis_url: str, seconds: float) -> float:
+    """XADD ops/s from redis-py (hiredis), 1000 commands a pipeline: the fallback without redis-benchmark."""
+    redis = Redis.from_url(redis_url)
+    done, stop_at = 0, time.monotonic() + seconds
+    started = time.monotonic()
+    while time.monotonic() < stop_at:
+        async with redis.pipeline(transaction=False) as pipe:
+            for _ in range(1000):
+                pipe.xadd("bench:xadd", {"ev": "x" * 300}, maxlen=100_000, approximate=True)
+            await pipe.execute()
+        done += 1000
+    elapsed = time.monotonic() - started
+    await redis.delete("bench:xadd")
+    await redis.aclose()
+    return done / elapsed
+
+
+async def _measure_xadd(redis_url: str, seconds: float) -> float:
+    rate = await asyncio.to_thread(_xadd_redis_benchmark, redis_url, seconds)
+    if rate is None:
+        rate = await _xadd_python(redis_url, seconds)
+    redis = Redis.from_url(redis_url)
+    await redis.delete("bench:xadd")
+    await redis.aclose()
+    return rate
 
 
 async def _bind_customers(redis_url: str) -> None:
@@ -204,60 +322,278 @@ async def _bind_customers(redis_url: str) -> None:
     await redis.aclose()
 
 
-async def run_bench(quick: bool = False, json_path: str | None = None) -> dict[str, Any]:
-    seconds = 3.0 if quick else 8.0
-    rounds = 1 if quick else 3
-    pushgw = [sys.executable, "-c", "from gateway.cli import main; main()"]
-    results: dict[str, list[float]] = {}
+async def _fresh_queue(redis_url: str) -> None:
+    """Empty Redis (the ingress runs left a backlog that would sit in front of the timed events), rebind."""
+    redis = Redis.from_url(redis_url)
+    await redis.flushdb()
+    await redis.aclose()
+    await _bind_customers(redis_url)
 
-    def add(name: str, value: float) -> None:
-        results.setdefault(name, []).append(value)
 
+async def _statuses(redis_url: str, sent: list[list[Any]], drain_s: float) -> dict[str, list[str | None]]:
+    """event id -> [status, accepted_ms, delivered_ms] once every event is final or `drain_s` passed."""
+    redis = Redis.from_url(redis_url, decode_responses=True)
+    waiting = {row[0]: keys.event(keys.shard_of(row[1], 1), KEY_ID, row[0]) for row in sent if row[4] == 202}
+    found: dict[str, list[str | None]] = {}
+    deadline = time.monotonic() + drain_s
+    while waiting:
+        async with redis.pipeline(transaction=False) as pipe:
+            for key in waiting.values():
+                pipe.hmget(key, "status", "accepted_ms", "delivered_ms")
+            answers = await pipe.execute()
+        for event_id, answer in zip(list(waiting), answers, strict=True):
+            found[event_id] = answer
+            if answer[0] in ("delivered", "failed", "dead_lettered", "no_binding"):
+                del waiting[event_id]
+        if not waiting or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.25)
+    await redis.aclose()
+    return found
+
+
+def latency_summary(sent: list[list[Any]], found: dict[str, list[str | None]]) -> dict[str, float]:
+    """Percentiles (ms) of accepted -> delivered and intended send -> delivered; an event not delivered by
+    the end of the drain counts as never (inf), so it cannot hide in the percentiles."""
+    accepted_to_delivered: list[float] = []
+    sent_to_delivered: list[float] = []
+    answers = [float(row[3]) for row in sent]
+    for event_id, _, intended_ms, _, http_status in sent:
+        if http_status != 202:
+            continue
+        status, accepted_ms, delivered_ms = found.get(event_id, [None, None, None])
+        if status == "delivered" and accepted_ms and delivered_ms:
+            accepted_to_delivered.append(float(int(delivered_ms) - int(accepted_ms)))
+            sent_to_delivered.append(max(0.0, int(delivered_ms) - float(intended_ms)))
+        else:
+            accepted_to_delivered.append(float("inf"))
+            sent_to_delivered.append(float("inf"))
+    return {
+        "events": float(len(sent)),
+        "accepted": float(sum(1 for row in sent if row[4] == 202)),
+        "delivered": float(sum(1 for value in accepted_to_delivered if value != float("inf"))),
+        "p50_ms": percentile(accepted_to_delivered, 0.50),
+        "p99_ms": percentile(accepted_to_delivered, 0.99),
+        "p999_ms": percentile(accepted_to_delivered, 0.999),
+        "sent_p50_ms": percentile(sent_to_delivered, 0.50),
+        "sent_p99_ms": percentile(sent_to_delivered, 0.99),
+        "answer_p99_ms": percentile(answers, 0.99),
+    }
+
+
+async def _sample_rss(processes: dict[str, subprocess.Popen[bytes]], every_s: float, into: list[Any]) -> None:
+    while True:
+        into.append({name: rss_mib(process.pid) for name, process in processes.items()})
+        await asyncio.sleep(every_s)
+
+
+async def _measure_e2e(
+    plan: Plan, env: dict[str, str], urls: tuple[str, str], rate: float, seconds: float
+) -> dict[str, Any]:
+    """Open-loop events at `rate`/s for `seconds` through gateway, Redis, worker and simulator."""
+    redis_url, sim_url = urls
+    await _fresh_queue(redis_url)
+    rss: list[dict[str, float]] = []
+    async with _process([*PUSHGW, "worker"], env, sim_url + "/healthz") as worker:
+        await asyncio.sleep(1.0)  # the worker made its group and fetched a token
+        async with _gateway(env) as (url, gateway):
+            sampler = asyncio.create_task(_sample_rss({"gateway": gateway, "worker": worker}, 10.0, rss))
+            with tempfile.TemporaryDirectory() as tmp:
+                out = Path(tmp) / "open.json"
+                command = [sys.executable, "-m", "loadtest.openloop", "--url", url, "--rate", f"{rate:.0f}"]
+                command += ["--seconds", str(seconds), "--customers", str(CUSTOMERS), "--out", str(out)]
+                command += ["--key-id", KEY_ID, "--secret", SECRET]
+                await asyncio.to_thread(subprocess.run, command, check=True)
+                result = orjson.loads(out.read_bytes())
+            found = await _statuses(redis_url, result["events"], plan.drain_s)
+            sampler.cancel()
+            rss.append({"gateway": rss_mib(gateway.pid), "worker": rss_mib(worker.pid)})
+    summary: dict[str, Any] = latency_summary(result["events"], found)
+    summary.update(rate=rate, seconds=seconds, sender_late_p99_ms=result["sender_late_p99_ms"], rss_mib=rss)
+    return summary
+
+
+async def _round(plan: Plan, env: dict[str, str], urls: tuple[str, str], token: str) -> dict[str, Any]:
+    """One A/B round: each baseline right beside the product figure read against it."""
+    redis_url, sim_url = urls
+    seconds = plan.seconds
+    got: dict[str, Any] = {"H": await _measure_hello(seconds)}
+    got["single"] = await _measure_ingress(plan, env, True, "single")
+    if not plan.quick:
+        got["single_uncoalesced"] = await _measure_ingress(plan, env, False, "single")
+    got["batch"] = await _measure_ingress(plan, env, True, "batch")
+    got["XADD"] = await _measure_xadd(redis_url, min(seconds, 2.0))
+    got["C"] = _rate(_load(sim_url, "template", seconds, token=token))
+    # two client processes share 2 cores with the simulator, so the larger of the two runs is its floor
+    got["SIM"] = max(got["C"], await _load_parallel(sim_url, "template", seconds, 2, token=token))
+    got["delivery"] = await _measure_delivery(plan, env, sim_url, redis_url)
+    pipeline_max = min(got["single"], got["delivery"])
+    got["e2e_at_single"] = await _measure_e2e(plan, env, urls, E2E_SHARE * got["single"], plan.e2e_seconds)
+    got["e2e_at_pipeline"] = got["e2e_at_single"]
+    if pipeline_max < 0.95 * got["single"]:  # delivery is the narrower stage: measure at its 70% too
+        got["e2e_at_pipeline"] = await _measure_e2e(
+            plan, env, urls, E2E_SHARE * pipeline_max, plan.e2e_seconds
+        )
+    if not plan.quick:  # where does the latency target hold? half that load
+        got["e2e_at_35"] = await _measure_e2e(plan, env, urls, E2E_SHARE / 2 * pipeline_max, plan.e2e_seconds)
+    return got
+
+
+async def run_bench(
+    quick: bool = False, json_path: str | None = None, soak_s: float = 0.0, profile_dir: str | None = None
+) -> dict[str, Any]:
+    plan = Plan.make(quick, soak_s, profile_dir)
+    rounds: list[dict[str, Any]] = []
+    soak: dict[str, Any] | None = None
     with tempfile.TemporaryDirectory(prefix="pushgw-bench-") as tmp:
         async with _redis(Path(tmp)) as redis_url:
             await _bind_customers(redis_url)
             sim_port = _free_port()
             sim_url = f"http://127.0.0.1:{sim_port}"
             env = _gateway_env(redis_url, sim_url)
-            async with _process([*pushgw, "sim", "--port", str(sim_port)], env, sim_url + "/healthz"):
+            async with _process([*PUSHGW, "sim", "--port", str(sim_port)], env, sim_url + "/healthz"):
                 token = await _sim_token(sim_url)
-                for _ in range(rounds):  # A/B rounds: baseline and product alternate on the same cores
-                    add("H", await _measure_hello(seconds))
-                    add("single", await _measure_ingress(pushgw, env, seconds, True, "single"))
-                    add("single_uncoalesced", await _measure_ingress(pushgw, env, seconds, False, "single"))
-                    add("batch", await _measure_ingress(pushgw, env, seconds, True, "batch"))
-                    add("C", _rate(_load(sim_url, "template", seconds, token=token)))
-                    add("delivery", await _measure_delivery(pushgw, env, sim_url, redis_url, seconds))
-    return _report(results, json_path, quick)
-
-
-def _report(results: dict[str, list[float]], json_path: str | None, quick: bool) -> dict[str, Any]:
-    median = {name: statistics.median(values) for name, values in results.items()}
-    rows = [
-        ("H: bare aiohttp hello-world", "req/s", median["H"], None),
-        ("single-event ingress (coalesced)", "events/s", median["single"], median["single"] / median["H"]),
-        (
-            "single-event ingress, 1 round trip/req",
-            "events/s",
-            median["single_uncoalesced"],
-            median["single_uncoalesced"] / median["H"],
-        ),
-        ("coalesced / uncoalesced (x100)", "ratio", 100 * median["single"] / median["single_uncoalesced"], None),
-        ("batch ingress (100/request)", "events/s", median["batch"], median["batch"] / median["H"]),
-        ("C: bare client -> simulator", "msg/s", median["C"], None),
-        ("worker delivery", "events/s", median["delivery"], median["delivery"] / median["C"]),
-    ]
-    lines = [
-        f"pushgw bench ({'quick' if quick else 'full'}; medians of {len(results['H'])} rounds; "
-        f"{os.cpu_count()} cores; Redis appendfsync always)",
-        f"{'measure':<42}{'value':>12}  {'unit':<9}{'ratio':>8}  ratio of",
-    ]
-    for name, unit, value, ratio in rows:
-        base = "" if ratio is None else ("C" if "delivery" in name else "H")
-        shown = "" if ratio is None else f"{ratio:8.2f}"
-        lines.append(f"{name:<42}{value:>12,.0f}  {unit:<9}{shown:>8}  {base}")
-    sys.stdout.write("\n".join(lines) + "\n")
-    report = {"medians": median, "rounds": results}
+                for _ in range(plan.rounds):  # A/B rounds: baseline and product alternate on the same cores
+                    rounds.append(await _round(plan, env, (redis_url, sim_url), token))
+                if plan.soak_s > 0:
+                    rate = statistics.median(r["e2e_at_pipeline"]["rate"] for r in rounds)
+                    soak = await _measure_e2e(
+                        Plan(plan.seconds, 1, plan.soak_s, 60.0, False),
+                        env,
+                        (redis_url, sim_url),
+                        rate,
+                        plan.soak_s,
+                    )
+    report = summarise(rounds, soak, plan)
+    sys.stdout.write(render(report) + "\n")
     if json_path:
-        Path(json_path).write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+        Path(json_path).write_bytes(
+            orjson.dumps(report, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
+        )
     return report
+
+
+def _median(rounds: list[dict[str, Any]], path: str) -> float:
+    values = []
+    for got in rounds:
+        value: Any = got
+        for part in path.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if value is not None:
+            values.append(float(value))
+    return statistics.median(values) if values else float("nan")
+
+
+def summarise(rounds: list[dict[str, Any]], soak: dict[str, Any] | None, plan: Plan) -> dict[str, Any]:
+    """Medians over the rounds of every figure (the JSON report; `render` prints it)."""
+    names = ["H", "single", "single_uncoalesced", "batch", "XADD", "C", "SIM", "delivery"]
+    medians = {name: _median(rounds, name) for name in names}
+    for run in E2E_RUNS:
+        for field in (
+            "rate",
+            "p50_ms",
+            "p99_ms",
+            "p999_ms",
+            "sent_p99_ms",
+            "answer_p99_ms",
+            "events",
+            "delivered",
+        ):
+            medians[f"{run}.{field}"] = _median(rounds, f"{run}.{field}")
+    rss = [rounds[-1]["e2e_at_pipeline"]["rss_mib"][0], rounds[-1]["e2e_at_pipeline"]["rss_mib"][-1]]
+    if soak is not None:
+        rss = [soak["rss_mib"][0], soak["rss_mib"][-1]]
+    return {
+        "mode": "quick" if plan.quick else "full",
+        "rounds": len(rounds),
+        "cores": os.cpu_count(),
+        "seconds_per_measure": plan.seconds,
+        "medians": medians,
+        "rss_mib_start_end": rss,
+        "soak": soak and {k: v for k, v in soak.items() if k != "rss_mib"} | {"rss_mib": soak["rss_mib"]},
+        "per_round": [{k: v for k, v in got.items() if not k.startswith("e2e")} for got in rounds],
+        "e2e_per_round": [
+            {run: {k: v for k, v in got[run].items() if k != "rss_mib"} for run in E2E_RUNS if run in got}
+            for got in rounds
+        ],
+    }
+
+
+def rows(report: dict[str, Any]) -> list[Row]:
+    """The table's rows from a report: baselines first, then each product figure with its ratio."""
+    m = report["medians"]
+    out = [
+        Row("H: bare aiohttp hello-world", m["H"], "req/s"),
+        Row("C: bare aiohttp client -> simulator", m["C"], "msg/s", m["C"] / m["SIM"], "SIM"),
+        Row("SIM: simulator capacity (2 client procs)", m["SIM"], "msg/s"),
+        Row("XADD: redis-benchmark, pipelined x64", m["XADD"], "ops/s"),
+        Row("single-event ingress", m["single"], "events/s", m["single"] / m["H"], "H", ">= 0.60"),
+    ]
+    if m["single_uncoalesced"] == m["single_uncoalesced"]:  # not nan: measured in full runs
+        out.append(
+            Row(
+                "  same, one Redis round trip per request",
+                m["single_uncoalesced"],
+                "events/s",
+                m["single_uncoalesced"] / m["H"],
+                "H",
+            )
+        )
+    out += [
+        Row("batch ingress (100 per request)", m["batch"], "events/s", m["batch"] / m["H"], "H", ">= 4.00"),
+        Row(
+            "  batch ingress against the queue ceiling",
+            m["batch"],
+            "events/s",
+            m["batch"] / m["XADD"],
+            "XADD",
+        ),
+        Row(
+            "worker delivery (1 process, concurrency 64)",
+            m["delivery"],
+            "events/s",
+            m["delivery"] / m["C"],
+            "C",
+            ">= 0.70",
+        ),
+    ]
+    for run, label in E2E_RUNS.items():
+        if m[f"{run}.rate"] != m[f"{run}.rate"]:  # nan: not measured in this mode
+            continue
+        out += [
+            Row(f"e2e open loop @ {label}", m[f"{run}.rate"], "events/s"),
+            Row("  accepted->delivered p50", m[f"{run}.p50_ms"], "ms"),
+            Row("  accepted->delivered p99", m[f"{run}.p99_ms"], "ms", target="<= 20 ms"),
+            Row("  accepted->delivered p99.9", m[f"{run}.p999_ms"], "ms"),
+            Row("  intended send->delivered p99", m[f"{run}.sent_p99_ms"], "ms"),
+            Row("  ingress answer p99 (from intended send)", m[f"{run}.answer_p99_ms"], "ms"),
+        ]
+    start, end = report["rss_mib_start_end"]
+    label = "soak" if report.get("soak") else "e2e run"
+    out += [
+        Row(
+            f"gateway RSS start -> end of {label}",
+            end["gateway"],
+            "MiB",
+            end["gateway"] / start["gateway"],
+            "start",
+            "flat",
+        ),
+        Row(
+            f"worker RSS start -> end of {label}",
+            end["worker"],
+            "MiB",
+            end["worker"] / start["worker"],
+            "start",
+            "flat",
+        ),
+    ]
+    return out
+
+
+def render(report: dict[str, Any]) -> str:
+    title = (
+        f"pushgw bench ({report['mode']}; medians of {report['rounds']} round(s), "
+        f"{report['seconds_per_measure']} s a measure; {report['cores']} cores; Redis appendfsync always)"
+    )
+    return table(title, rows(report))

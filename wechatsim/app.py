@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 
+import aiohttp
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
@@ -56,6 +60,18 @@ async def _error_middleware(request: web.Request, handler: Handler) -> web.Strea
         return json_response({"error": "internal error"}, 500)
 
 
+async def _callback_poster(app: web.Application) -> AsyncIterator[None]:
+    """The tasks posting finish events, with their own client session; both end with the app."""
+    async with aiohttp.ClientSession() as session:
+        task = asyncio.create_task(app[STATE_KEY].callbacks.run(session), name="wechatsim-callbacks")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
 def create_app(config: SimConfig, *, clock: Clock = time.time) -> web.Application:
     """The simulator as an aiohttp app; `clock` (unix seconds) is injectable so tests can move time."""
     app = web.Application(middlewares=[_error_middleware, _wechat_middleware])
@@ -63,4 +79,5 @@ def create_app(config: SimConfig, *, clock: Clock = time.time) -> web.Applicatio
     app[STATE_KEY] = state
     app[METRICS_KEY] = metrics_registry(state)
     app.add_routes(routes)
+    app.cleanup_ctx.append(_callback_poster)
     return app

@@ -7,10 +7,13 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import TypeVar
 
+import orjson
 from aiohttp import web
 
 from wechatsim.app import create_app
+from wechatsim.callback import CallbackConfig
 from wechatsim.config import SimConfig
+from wechatsim.faults import FaultConfig, FaultError, parse_faults
 
 __all__ = ["config_from_env", "serve"]
 
@@ -59,7 +62,10 @@ def _positive_int(raw: str) -> int:
 def config_from_env(environ: Mapping[str, str]) -> SimConfig:
     """A SimConfig from `PUSHGW_SIM_APPS` (appid:secret,...), `PUSHGW_SIM_TOKEN_TTL_S`, `PUSHGW_SIM_SEED`,
     and the optional `PUSHGW_SIM_TOKEN_OVERLAP_S`, `PUSHGW_SIM_DEDUP_WINDOW_S`, `PUSHGW_SIM_DAILY_QUOTA`,
-    `PUSHGW_SIM_MINUTE_QUOTA`. Raises ValueError naming the variable on a bad value.
+    `PUSHGW_SIM_MINUTE_QUOTA`, `PUSHGW_SIM_QPS` (sends per second per app, 0: none),
+    `PUSHGW_SIM_FAULTS_FILE` (a JSON file of the `PUT /sim/faults` shape, in force from the start and after
+    a reset), `PUSHGW_SIM_CALLBACK_URL` and `PUSHGW_SIM_CALLBACK_TOKEN` (finish events; see callback.py).
+    Raises ValueError naming the variable on a bad value.
     """
     raw_apps = environ.get("PUSHGW_SIM_APPS") or DEFAULT_APPS
     if "PUSHGW_SIM_APPS" in environ and not environ["PUSHGW_SIM_APPS"].strip():
@@ -80,7 +86,31 @@ def config_from_env(environ: Mapping[str, str]) -> SimConfig:
         daily_quota=_env_value(environ, "PUSHGW_SIM_DAILY_QUOTA", _non_negative_int, 100_000),
         minute_quota=_env_value(environ, "PUSHGW_SIM_MINUTE_QUOTA", _non_negative_int, 0),
         seed=_env_value(environ, "PUSHGW_SIM_SEED", int, 0),
+        qps=_env_value(environ, "PUSHGW_SIM_QPS", _non_negative_int, 0),
+        faults=_env_value(environ, "PUSHGW_SIM_FAULTS_FILE", _faults_file, FaultConfig()),
+        callback=_callback(environ),
     )
+
+
+def _faults_file(path: str) -> FaultConfig:
+    try:
+        with open(path, "rb") as file:
+            return parse_faults(orjson.loads(file.read()))
+    except OSError as exc:
+        raise ValueError(f"cannot read it: {exc.strerror}") from None
+    except orjson.JSONDecodeError:
+        raise ValueError("not JSON") from None
+    except FaultError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _callback(environ: Mapping[str, str]) -> CallbackConfig | None:
+    url = (environ.get("PUSHGW_SIM_CALLBACK_URL") or "").strip()
+    if not url:
+        return None
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"PUSHGW_SIM_CALLBACK_URL: bad value {url!r} (must be an http(s) URL)")
+    return CallbackConfig(url=url, token=environ.get("PUSHGW_SIM_CALLBACK_TOKEN", ""))
 
 
 async def serve(host: str, port: int, config: SimConfig) -> None:

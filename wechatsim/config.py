@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from wechatsim.callback import CallbackConfig
 from wechatsim.catalog import default_apps
+from wechatsim.faults import FaultConfig
 
 __all__ = ["SimConfig"]
 
@@ -13,7 +15,8 @@ __all__ = ["SimConfig"]
 class SimConfig:
     """What the simulated account accepts; `repr` leaves the app secrets out.
 
-    `minute_quota` 0 means no per-minute limit. Raises ValueError for an impossible combination.
+    `minute_quota` and `qps` 0 mean no limit. `faults` are in force at start and after `POST /sim/reset`;
+    `callback` says where finish events go (None: nowhere). Raises ValueError for an impossible combination.
     """
 
     apps: dict[str, str] = field(default_factory=default_apps, repr=False)
@@ -23,6 +26,9 @@ class SimConfig:
     daily_quota: int = 100_000
     minute_quota: int = 0
     seed: int = 0
+    qps: int = 0
+    faults: FaultConfig = field(default_factory=FaultConfig)
+    callback: CallbackConfig | None = None
 
     def __post_init__(self) -> None:
         if not self.apps:
@@ -31,5 +37,5 @@ class SimConfig:
             raise ValueError(f"token_ttl_s must be > 0, got {self.token_ttl_s}")
         if not 0 <= self.token_overlap_s < self.token_ttl_s:
             raise ValueError(f"token_overlap_s must be in [0, token_ttl_s), got {self.token_overlap_s}")
-        if self.dedup_window_s < 0 or self.daily_quota < 0 or self.minute_quota < 0:
-            raise ValueError("dedup_window_s, daily_quota and minute_quota must be >= 0")
+        if min(self.dedup_window_s, self.daily_quota, self.minute_quota, self.qps) < 0:
+            raise ValueError("dedup_window_s, daily_quota, minute_quota and qps must be >= 0")

@@ -19,6 +19,7 @@ APPID_MISSING = 41002
 APPSECRET_MISSING = 41004
 ACCESS_TOKEN_EXPIRED = 42001
 REQUIRE_SUBSCRIBE = 43004
+BLACKLISTED = 43019
 DAILY_QUOTA = 45009
 MINUTE_QUOTA = 45011
 DATA_FORMAT = 47001
@@ -40,7 +41,7 @@ MESSAGES: dict[int, str] = {
     APPSECRET_MISSING: "appsecret missing",
     ACCESS_TOKEN_EXPIRED: "access_token expired",
     REQUIRE_SUBSCRIBE: "require subscribe",
-    43019: "require remove blacklist",
+    BLACKLISTED: "require remove blacklist",
     44002: "empty post data",
     DAILY_QUOTA: "reach max api daily quota limit",
     MINUTE_QUOTA: "api minute-quota reach limit  mustslower  retry next minute",

@@ -101,6 +101,9 @@ async def stable_token(request: web.Request) -> web.Response:
     if errcode is not None or not isinstance(appid, str):
         return _token_answer(state, errcodes.error_body(errcode or errcodes.APPID_MISSING, state.clock()))
     now_s = state.clock()
+    refused = state.tokens.force_refresh_errcode(appid, now_s) if force_refresh else None
+    if refused is not None:
+        return _token_answer(state, errcodes.error_body(refused, now_s))
     issued = state.tokens.stable(appid, now_s, force_refresh)
     expires_in = max(0, math.ceil(issued.expires_at_s - now_s))
     return _token_answer(state, {"access_token": issued.value, "expires_in": expires_in})
@@ -108,12 +111,23 @@ async def stable_token(request: web.Request) -> web.Response:
 
 @routes.post("/cgi-bin/message/template/send")
 async def template_send(request: web.Request) -> web.Response:
-    """A template message send, answered as WeChat would (see `send.send_template`), after any delay."""
+    """A template message send, answered as WeChat would (see `send.send_template`), after any delay.
+
+    A reset fault closes the connection without an answer (the client sees a disconnect).
+    """
     state = request.app[STATE_KEY]
     answer = send_template(state, request.query.get("access_token"), await request.read())
     state.stats.errcodes[answer.errcode_label] += 1
+    if answer.appid is not None:
+        app_stats = state.stats.app(answer.appid)
+        app_stats.sends += 1
+        app_stats.errcodes[answer.errcode_label] += 1
     if answer.delay_s > 0:
         await asyncio.sleep(answer.delay_s)
+    if answer.reset:
+        if request.transport is not None:
+            request.transport.abort()
+        return web.Response(status=500)  # never written: the transport is gone
     if answer.body is None:
         return web.Response(status=answer.http_status, text=f"{answer.http_status} upstream error")
     return json_response(answer.body, answer.http_status)
@@ -173,7 +187,7 @@ async def put_faults(request: web.Request) -> web.Response:
         config.http_5xx_rate,
         sorted(config.errcode_rates),
     )
-    return json_response(config.to_json())
+    return json_response(state.faults.config.to_json())
 
 
 @routes.post("/sim/unsubscribe")
@@ -190,6 +204,39 @@ async def subscribe(request: web.Request) -> web.Response:
     openid = _string_field(await _read_json_object(request), "openid")
     request.app[STATE_KEY].unsubscribed.discard(openid)
     return json_response({"status": "ok", "subscribed": True})
+
+
+@routes.post("/sim/block")
+async def block(request: web.Request) -> web.Response:
+    """The user blacklists the account: sends to it answer 43019."""
+    openid = _string_field(await _read_json_object(request), "openid")
+    request.app[STATE_KEY].blocked.add(openid)
+    return json_response({"status": "ok", "blocked": True})
+
+
+@routes.post("/sim/unblock")
+async def unblock(request: web.Request) -> web.Response:
+    openid = _string_field(await _read_json_object(request), "openid")
+    request.app[STATE_KEY].blocked.discard(openid)
+    return json_response({"status": "ok", "blocked": False})
+
+
+@routes.post("/sim/openids")
+async def register_openid(request: web.Request) -> web.Response:
+    """Scope an openid to one app: sends to it through any other app answer 40003."""
+    state = request.app[STATE_KEY]
+    payload = await _read_json_object(request)
+    openid, appid = _string_field(payload, "openid"), _string_field(payload, "appid")
+    if appid not in state.config.apps:
+        raise BadRequest("appid is not a configured app")
+    state.openid_apps[openid] = appid
+    return json_response({"status": "ok", "openid": openid, "appid": appid})
+
+
+@routes.get("/sim/callbacks")
+async def callbacks(request: web.Request) -> web.Response:
+    """The finish events posted so far (each once it was acknowledged or given up), in that order."""
+    return json_response({"callbacks": request.app[STATE_KEY].stats.callbacks.log})
 
 
 @routes.post("/sim/tokens/expire")

@@ -24,10 +24,14 @@ class Answer:
     body: dict[str, object] | None
     http_status: int = 200
     delay_s: float = 0.0
+    reset: bool = False
+    appid: str | None = None
 
     @property
     def errcode_label(self) -> str:
-        """The stats key: the errcode as a string, or `http_5xx`."""
+        """The stats key: the errcode as a string, `http_5xx`, or `reset` (connection closed unanswered)."""
+        if self.reset:
+            return "reset"
         if self.http_status >= 500 or self.body is None:
             return "http_5xx"
         return str(self.body.get("errcode", 0))
@@ -81,7 +85,7 @@ def _optional_str(payload: Mapping[str, object], name: str) -> str | None:
     return value
 
 
-def _validate(state: SimState, payload: Mapping[str, object]) -> DeliveredMessage:
+def _validate(state: SimState, appid: str, payload: Mapping[str, object]) -> DeliveredMessage:
     touser, template_id, data = payload.get("touser"), payload.get("template_id"), payload.get("data")
     url, client_msg_id = _optional_str(payload, "url"), _optional_str(payload, "client_msg_id")
     if not isinstance(touser, str) or not isinstance(template_id, str) or not isinstance(data, dict):
@@ -91,8 +95,9 @@ def _validate(state: SimState, payload: Mapping[str, object]) -> DeliveredMessag
         raise _Reject(errcodes.INVALID_TEMPLATE_ID)
     if _OPENID_RE.match(touser) is None:
         raise _Reject(errcodes.INVALID_OPENID)
-    if touser in state.unsubscribed:
-        raise _Reject(errcodes.REQUIRE_SUBSCRIBE)
+    follower_errcode = state.openid_errcode(appid, touser)
+    if follower_errcode is not None:
+        raise _Reject(follower_errcode)
     problem = check_data(template.keys, data)
     if problem is not None:
         raise _Reject(errcodes.ARGUMENT_INVALID, problem)
@@ -102,7 +107,7 @@ def _validate(state: SimState, payload: Mapping[str, object]) -> DeliveredMessag
 def _accept(state: SimState, appid: str, message: DeliveredMessage) -> int:
     """Quotas, then dedup, then delivery; returns the msgid to answer."""
     now_s = state.clock()
-    over_quota = state.quotas.take(appid, now_s, state.daily_quota(), state.minute_quota())
+    over_quota = state.quotas.take(appid, now_s, state.daily_quota(), state.minute_quota(), state.qps())
     if over_quota is not None:
         raise _Reject(over_quota)
     key = None if message.client_msg_id is None else (appid, message.touser, message.client_msg_id)
@@ -110,32 +115,37 @@ def _accept(state: SimState, appid: str, message: DeliveredMessage) -> int:
         first = state.dedup.first_msgid(key, now_s)
         if first is not None:
             state.stats.deduplicated += 1
+            state.stats.app(appid).deduplicated += 1
             return first
     msgid = state.new_msgid()
     if key is not None:
         state.dedup.remember(key, msgid, now_s)
-    state.messages.append(replace(message, msgid=msgid, received_at=now_s))
-    state.stats.delivered += 1
+    state.delivered(appid, replace(message, msgid=msgid, received_at=now_s))
     return msgid
 
 
 def send_template(state: SimState, token: str | None, body: bytes) -> Answer:
     """Answer one `POST /cgi-bin/message/template/send` as WeChat would, updating the state.
 
-    Order: token (41001, 42001, 40001), body (47001), template (40037), openid (40003), follower (43004),
-    data (47003); then the injected fault; then quotas (45009, 45011); then dedup and delivery.
+    Order: token (41001, 42001, 40001), body (47001), template (40037), openid (40003 malformed or of
+    another app), follower (43019 blacklisted, 43004 unsubscribed), data (47003); then the injected fault
+    (a reset is not processed); then quotas (45009, 45011 per minute or past the QPS); then dedup and
+    delivery.
     """
-    delay_s = 0.0
+    delay_s, appid = 0.0, None
     try:
         appid = _appid_for(state, token)
-        message = _validate(state, _payload(body))
+        message = _validate(state, appid, _payload(body))
         fault = state.faults.decide()
         delay_s = fault.delay_s
+        if fault.reset:
+            return Answer(None, 0, delay_s, reset=True, appid=appid)
         if fault.http_status is not None:
-            return Answer(None, fault.http_status, delay_s)
+            return Answer(None, fault.http_status, delay_s, appid=appid)
         if fault.errcode is not None:
             raise _Reject(fault.errcode)
         msgid = _accept(state, appid, message)
     except _Reject as reject:
-        return Answer(errcodes.error_body(reject.errcode, state.clock(), reject.errmsg), 200, delay_s)
-    return Answer({"errcode": errcodes.OK, "errmsg": "ok", "msgid": msgid}, 200, delay_s)
+        body_out = errcodes.error_body(reject.errcode, state.clock(), reject.errmsg)
+        return Answer(body_out, 200, delay_s, appid=appid)
+    return Answer({"errcode": errcodes.OK, "errmsg": "ok", "msgid": msgid}, 200, delay_s, appid=appid)

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import math
 import secrets
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from wechatsim import errcodes
+from wechatsim.callback import CallbackConfig, CallbackPoster, CallbackStats, FinishEvent
 from wechatsim.catalog import Template, load_templates
 from wechatsim.config import SimConfig
 from wechatsim.faults import FaultInjector
 
 __all__ = [
+    "AppStats",
     "Clock",
     "DedupIndex",
     "DeliveredMessage",
@@ -32,6 +35,8 @@ Clock = Callable[[], float]
 
 FIRST_MSGID = 3717005636572528642
 _BEIJING_OFFSET_S = 8 * 3600
+FORCE_REFRESH_PER_DAY = 20
+FORCE_REFRESH_SPACING_S = 30.0
 
 
 class TokenKind(StrEnum):
@@ -61,6 +66,24 @@ class TokenStore:
         self._overlap_s = overlap_s
         self._tokens: dict[str, Token] = {}
         self._current: dict[tuple[str, TokenKind], Token] = {}
+        self._forced: dict[str, tuple[int, int, float]] = {}  # appid -> (Beijing day, count, last at)
+
+    def force_refresh_errcode(self, appid: str, now_s: float) -> int | None:
+        """Take one stable_token `force_refresh` of the day, or answer why not (counting nothing).
+
+        WeChat allows 20 a day, at least 30 s apart: past 20 -> 45009 (daily quota), sooner -> 45011
+        (frequency; "retry next minute").
+        """
+        day = int((now_s + _BEIJING_OFFSET_S) // 86400)
+        used_day, count, last_s = self._forced.get(appid, (day, 0, -math.inf))
+        if used_day != day:
+            count = 0
+        if count >= FORCE_REFRESH_PER_DAY:
+            return errcodes.DAILY_QUOTA
+        if now_s - last_s < FORCE_REFRESH_SPACING_S:
+            return errcodes.MINUTE_QUOTA
+        self._forced[appid] = (day, count + 1, now_s)
+        return None
 
     def _new(self, appid: str, kind: TokenKind, now_s: float) -> Token:
         self._tokens = {v: t for v, t in self._tokens.items() if t.expires_at_s > now_s - self._ttl_s}
@@ -111,6 +134,7 @@ class TokenStore:
     def clear(self) -> None:
         self._tokens.clear()
         self._current.clear()
+        self._forced.clear()
 
 
 DedupKey = tuple[str, str, str]
@@ -150,6 +174,8 @@ class _AppUsage:
     day_count: int = 0
     minute: int = -1
     minute_count: int = 0
+    second: int = -1
+    second_count: int = 0
 
 
 class QuotaCounter:
@@ -158,23 +184,29 @@ class QuotaCounter:
     def __init__(self) -> None:
         self._usage: dict[str, _AppUsage] = {}
 
-    def take(self, appid: str, now_s: float, daily_quota: int, minute_quota: int) -> int | None:
+    def take(self, appid: str, now_s: float, daily_quota: int, minute_quota: int, qps: int = 0) -> int | None:
         """Count one send, or return 45009 / 45011 (counting nothing) when a quota is used up.
 
-        `minute_quota` 0 means unlimited.
+        `minute_quota` and `qps` (sends per whole second, per app) 0 mean unlimited; past `qps` the
+        answer is 45011 too, WeChat's frequency errcode.
         """
         usage = self._usage.setdefault(appid, _AppUsage())
-        day, minute = int((now_s + _BEIJING_OFFSET_S) // 86400), int(now_s // 60)
+        day, minute, second = int((now_s + _BEIJING_OFFSET_S) // 86400), int(now_s // 60), int(now_s)
         if usage.day != day:
             usage.day, usage.day_count = day, 0
         if usage.minute != minute:
             usage.minute, usage.minute_count = minute, 0
+        if usage.second != second:
+            usage.second, usage.second_count = second, 0
         if usage.day_count >= daily_quota:
             return errcodes.DAILY_QUOTA
         if minute_quota and usage.minute_count >= minute_quota:
             return errcodes.MINUTE_QUOTA
+        if qps and usage.second_count >= qps:
+            return errcodes.MINUTE_QUOTA
         usage.day_count += 1
         usage.minute_count += 1
+        usage.second_count += 1
         return None
 
     def clear(self) -> None:
@@ -204,10 +236,29 @@ class DeliveredMessage:
 
 
 @dataclass(slots=True)
-class Stats:
-    """Calls per endpoint, deliveries, dedup hits, and answers by errcode (or `http_5xx`).
+class AppStats:
+    """One app's template sends (with a valid token): answers by errcode, deliveries, dedup hits."""
 
-    `errcodes` counts template-send answers; `token_errcodes` those of the two token endpoints.
+    sends: int = 0
+    delivered: int = 0
+    deduplicated: int = 0
+    errcodes: Counter[str] = field(default_factory=Counter)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "sends": self.sends,
+            "delivered": self.delivered,
+            "deduplicated": self.deduplicated,
+            "errcodes": dict(self.errcodes),
+        }
+
+
+@dataclass(slots=True)
+class Stats:
+    """Calls per endpoint, deliveries, dedup hits, and answers by errcode (or `http_5xx`, `reset`).
+
+    `errcodes` counts template-send answers; `token_errcodes` those of the two token endpoints; `apps`
+    the sends of each app; `callbacks` the finish events posted.
     """
 
     calls: Counter[str] = field(default_factory=Counter)
@@ -215,6 +266,14 @@ class Stats:
     deduplicated: int = 0
     errcodes: Counter[str] = field(default_factory=Counter)
     token_errcodes: Counter[str] = field(default_factory=Counter)
+    apps: dict[str, AppStats] = field(default_factory=dict)
+    callbacks: CallbackStats = field(default_factory=CallbackStats)
+
+    def app(self, appid: str) -> AppStats:
+        found = self.apps.get(appid)
+        if found is None:
+            found = self.apps[appid] = AppStats()
+        return found
 
     def to_json(self) -> dict[str, object]:
         calls = {"token": 0, "stable_token": 0, "send": 0, "templates": 0} | dict(self.calls)
@@ -224,6 +283,8 @@ class Stats:
             "deduplicated": self.deduplicated,
             "errcodes": dict(self.errcodes),
             "token_errcodes": dict(self.token_errcodes),
+            "apps": {appid: app.to_json() for appid, app in sorted(self.apps.items())},
+            "callbacks": self.callbacks.to_json(),
         }
 
 
@@ -237,10 +298,14 @@ class SimState:
         self.tokens = TokenStore(config.token_ttl_s, config.token_overlap_s)
         self.dedup = DedupIndex(config.dedup_window_s)
         self.quotas = QuotaCounter()
-        self.faults = FaultInjector(config.seed)
+        self.faults = FaultInjector(config.seed, clock)
+        self.faults.set(config.faults)
         self.unsubscribed: set[str] = set()
+        self.blocked: set[str] = set()
+        self.openid_apps: dict[str, str] = {}
         self.messages: list[DeliveredMessage] = []
         self.stats = Stats()
+        self.callbacks = CallbackPoster(clock, lambda: self.stats.callbacks)
         self._next_msgid = FIRST_MSGID
 
     def new_msgid(self) -> int:
@@ -256,12 +321,52 @@ class SimState:
         override = self.faults.quota_overrides[1]
         return self.config.minute_quota if override is None else override
 
+    def qps(self) -> int:
+        override = self.faults.qps_override
+        return self.config.qps if override is None else override
+
+    def callback(self) -> CallbackConfig | None:
+        """Where finish events go: the faults' callback section, else the configured one."""
+        return self.faults.callback or self.config.callback
+
+    def openid_errcode(self, appid: str, openid: str) -> int | None:
+        """40003 for an openid registered to another app; 43019 blacklisted; 43004 unsubscribed.
+
+        An openid registered to no app follows every app (the default: every openid follows).
+        """
+        owner = self.openid_apps.get(openid)
+        if owner is not None and owner != appid:
+            return errcodes.INVALID_OPENID
+        if openid in self.blocked:
+            return errcodes.BLACKLISTED
+        if openid in self.unsubscribed:
+            return errcodes.REQUIRE_SUBSCRIBE
+        return None
+
+    def delivered(self, appid: str, message: DeliveredMessage) -> None:
+        """A new message reached its user: keep it, and queue its finish event if a callback is set."""
+        self.messages.append(message)
+        self.stats.delivered += 1
+        self.stats.app(appid).delivered += 1
+        callback = self.callback()
+        if callback is None or callback.url is None:
+            return
+        rng = self.faults.callback_rng
+        status = callback.status_for(rng.random())
+        twice = bool(callback.duplicate_rate) and rng.random() < callback.duplicate_rate
+        event = FinishEvent(callback, appid, message.touser, message.msgid, status, int(message.received_at))
+        self.callbacks.enqueue(event)
+        if twice:
+            self.callbacks.enqueue(replace(event, duplicate=True))
+
     def reset(self) -> None:
         """Forget messages, stats, dedup, quota use, faults, unsubscribes and tokens; msgids keep rising."""
         self.tokens.clear()
         self.dedup.clear()
         self.quotas.clear()
-        self.faults.reset()
+        self.faults.set(self.config.faults)
         self.unsubscribed.clear()
+        self.blocked.clear()
+        self.openid_apps.clear()
         self.messages.clear()
         self.stats = Stats()

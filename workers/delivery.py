@@ -160,8 +160,15 @@ class Deliverer:
         return len(records) + 1
 
     async def _queue_outcome(self, pipe: Pipeline, finish: dict[str, Any]) -> int:
-        await self._scripts.finish(pipe, **finish)
-        return 1
+        args = {name: value for name, value in finish.items() if name != "customer_id"}
+        queued = 0
+        if args["status"] is EventStatus.DELIVERED and args["msgid"]:
+            # before the finish script: if that fails the entry is re-sent and the same msgid indexed again
+            index = orjson.dumps({"cid": finish["customer_id"], "records": args["records"]})
+            pipe.set(keys.msgid(args["msgid"]), index, ex=self._settings.event_ttl_s)
+            queued += 1
+        await self._scripts.finish(pipe, **args)
+        return queued + 1
 
     def _render(self, entry: Entry, openid: str) -> dict[str, Any]:
         events = entry.events()
@@ -278,6 +285,7 @@ class Deliverer:
             "msgid": msgid,
             "retry_due_ms": due_ms,
             "entry_json": entry.to_json(attempts),
+            "customer_id": entry.customer_id,  # for the msgid index of a delivered message
         }
         _raised(await asyncio.shield(self._outcomes.submit(finish)))
         if status is EventStatus.DEAD_LETTERED:

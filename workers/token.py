@@ -55,7 +55,10 @@ class TokenCache:
         await self._scripts.token_invalidate(self._redis, self._appid, failed_token)
 
     def _remember(self, token: str, refresh_at_ms: int) -> str:
-        self._token, self._refresh_at_ms = token, refresh_at_ms
+        # a fetch that finishes after WeChat rejected its token (a refresher racing a delivery) must not
+        # bring the rejected token back into this process's cache
+        if token != self._failed:
+            self._token, self._refresh_at_ms = token, refresh_at_ms
         return token
 
     async def _stored(self) -> tuple[str, int] | None:
@@ -104,8 +107,10 @@ class TokenCache:
         await self._redis.pexpireat(keys.token(self._appid), expires_at_ms)
         metrics.TOKEN_REFRESHES.labels("ok").inc()
         log.info("access token refreshed, valid for %d s", issued.expires_in_s)
-        self._failed = None
-        return self._remember(issued.token, refresh_at_ms)
+        token = self._remember(issued.token, refresh_at_ms)
+        if issued.token != self._failed:
+            self._failed = None
+        return token
 
     async def _wait_for_other(self) -> str:
         for _ in range(int(LOCK_TTL_MS / 1000 / _WAIT_STEP_S)):

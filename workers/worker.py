@@ -15,6 +15,7 @@ from aiohttp import web
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from gateway.core.loop_lag import loop_lag_watched
 from gateway.core.metrics_server import metrics_app
 from gateway.core.redis import connect, ensure_groups
 from gateway.core.scripts import Scripts
@@ -22,6 +23,7 @@ from gateway.core.settings import Settings
 from workers.breaker import Breaker
 from workers.consumer import Consumer, _wait
 from workers.delivery import Deliverer, Sender
+from workers.queue_monitor import QueueMonitor
 from workers.render import Templates
 from workers.retries import Scheduler
 from workers.token import TokenCache
@@ -70,11 +72,12 @@ async def run_worker(settings: Settings, stopping: asyncio.Event, *, name: str |
         consumer = Consumer(settings, redis, deliverer, name)
         scheduler = Scheduler(settings, redis, scripts)
         log.info("worker started", extra={"consumer": name, "concurrency": settings.worker_concurrency})
-        async with asyncio.TaskGroup() as loops:
+        async with loop_lag_watched(), asyncio.TaskGroup() as loops:
             loops.create_task(consumer.read_loop(stopping), name="reader")
             loops.create_task(consumer.reclaim_loop(stopping), name="reclaimer")
             loops.create_task(scheduler.loop(stopping), name="scheduler")
             loops.create_task(_token_loop(tokens, stopping), name="token-refresher")
+            loops.create_task(QueueMonitor(redis, settings.shards).loop(stopping), name="queue-monitor")
         cut = await consumer.drain(settings.shutdown_timeout_s)
         await deliverer.close()
         log.info("worker stopped", extra={"consumer": name, "delivered": consumer.delivered, "cut_off": cut})

@@ -72,3 +72,16 @@ def token(appid: str) -> str:
 def token_lock(appid: str) -> str:
     """Lock held by the one process refreshing an appid's token."""
     return f"{PREFIX}:{{wx:{appid}}}:token-lock"
+
+
+def msgid(msgid: str) -> str:
+    """String: the delivered message's WeChat msgid -> JSON {"cid", "records"} (for finish events).
+
+    Written by a plain SET beside the finish script (not inside it: the records' shard is another slot).
+    """
+    return f"{PREFIX}:msgid:{{{msgid}}}"
+
+
+def wechat_callback_seen(digest: str) -> str:
+    """A WeChat callback already handled (dedup of its retries and doubles), by a digest of its identity."""
+    return f"{PREFIX}:wxcb:{{{digest}}}"

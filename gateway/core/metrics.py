@@ -1,8 +1,27 @@
-"""Every Prometheus metric of pushgw, declared once. Base units, `_total` counters, bounded labels only."""
+"""Every Prometheus metric of pushgw, declared once. Base units, `_total` counters, bounded labels only.
 
+Labels are bounded sets (route, outcome, errcode, reason, result, shard, appid): never a customer id, event
+id, openid or account. The queue and Redis gauges are read from Redis by the workers' queue monitor
+(`workers/queue_monitor.py`) and exposed by `QUEUE`, a collector, so they are what Redis says, not guesses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 
-from prometheus_client import Counter, Gauge, Histogram, Info
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, Info
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+# Service level objectives. Each latency histogram has a bucket on each threshold, so every SLI is exact
+# (tests/observability/test_metrics.py checks it; deploy/alerts.yml and the dashboard use these `le`s).
+SLO_DELIVERED_WITHIN_S = 30.0  # a message reaches WeChat within 30 s of acceptance ...
+SLO_DELIVERY_OBJECTIVE = 0.99  # ... for 99% of messages (dead letters count as late)
+SLO_DELIVERED_FAST_S = 5.0  # what a normal day looks like (dashboard stat)
+SLO_INGRESS_WITHIN_S = 0.25  # the ingress answers within 250 ms ...
+SLO_INGRESS_OBJECTIVE = 0.999  # ... and without a 5xx, for 99.9% of requests
 
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 DELIVERY_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0)
@@ -49,7 +68,141 @@ DELIVERY_LATENCY = Histogram(
 WECHAT_DURATION = Histogram(
     "pushgw_wechat_request_duration_seconds", "WeChat API call latency", ["api"], buckets=LATENCY_BUCKETS_S
 )
+WECHAT_FINISH_EVENTS = Counter(
+    "pushgw_wechat_finish_events_total",
+    "WeChat delivery-finished callbacks, by status (success, failed:user block, failed: system failed, "
+    "duplicate, unknown_msgid, other)",
+    ["status"],
+)
 TOKEN_REFRESHES = Counter("pushgw_token_refreshes_total", "Access token refreshes", ["result"])
 CIRCUIT_OPEN = Gauge("pushgw_circuit_open", "1 while the WeChat circuit of an appid is open", ["appid"])
 INFLIGHT = Gauge("pushgw_deliveries_in_flight", "Deliveries running in this worker")
 REDIS_DURABLE = Gauge("pushgw_redis_durable", "1 when Redis persistence and eviction settings keep promises")
+EVENT_LOOP_LAG = Gauge(
+    "pushgw_event_loop_lag_seconds", "How late this process's event loop ran its last timer tick"
+)
+
+# Known label values start at 0, so rate() and the alerts see the first increment.
+for _result in ("ok", "error"):
+    TOKEN_REFRESHES.labels(_result)
+
+
+@dataclass(frozen=True)
+class ShardQueue:
+    """One shard's delivery stream and its side sets, as Redis reported them."""
+
+    shard: int
+    stream_length: int
+    lag: int  # entries the consumer group has not read yet
+    pending: int  # entries read but not acknowledged
+    oldest_pending_age_s: float
+    oldest_unread_age_s: float
+    consumers: int
+    active_consumers: int  # consumers that polled the stream within ACTIVE_CONSUMER_IDLE_S
+    scheduled_retries: int
+    dead_letters: int
+    digests_held: int
+
+
+@dataclass(frozen=True)
+class RedisHealth:
+    """What Redis INFO says about memory, load and persistence."""
+
+    used_memory_bytes: int
+    maxmemory_bytes: int
+    commands_processed: int
+    connected_clients: int
+    aof_enabled: bool
+    aof_last_write_ok: bool
+
+
+@dataclass(frozen=True)
+class QueueSnapshot:
+    shards: tuple[ShardQueue, ...]
+    redis: RedisHealth
+
+
+_SHARD_GAUGES: tuple[tuple[str, str, str], ...] = (
+    ("pushgw_stream_length", "stream_length", "Entries in the delivery stream (read or not)"),
+    ("pushgw_consumer_lag", "lag", "Stream entries the consumer group has not read yet"),
+    ("pushgw_pending_entries", "pending", "Stream entries read by a consumer and not yet acknowledged"),
+    (
+        "pushgw_oldest_pending_age_seconds",
+        "oldest_pending_age_s",
+        "Age of the oldest read but unacknowledged entry (0 when none)",
+    ),
+    (
+        "pushgw_oldest_unread_age_seconds",
+        "oldest_unread_age_s",
+        "Age of the oldest entry the consumer group has not read yet (0 when none)",
+    ),
+    ("pushgw_consumers", "consumers", "Consumers known to the delivery group"),
+    ("pushgw_active_consumers", "active_consumers", "Consumers that polled the stream recently"),
+    ("pushgw_scheduled_retries", "scheduled_retries", "Deliveries waiting in the scheduled-retry set"),
+    ("pushgw_dead_letter_entries", "dead_letters", "Entries in the dead-letter stream"),
+    ("pushgw_digests_held", "digests_held", "Customers with rate-limited events held for a digest"),
+)
+
+
+class QueueCollector(Collector):
+    """The last queue snapshot a worker read from Redis, as gauges labelled by shard.
+
+    `update(None)` records that Redis could not be read: `pushgw_redis_up` goes to 0 and the queue series
+    disappear (a stale backlog figure is worse than none)."""
+
+    def __init__(self) -> None:
+        self._snapshot: QueueSnapshot | None = None
+        self._attempted = False
+
+    def update(self, snapshot: QueueSnapshot | None) -> None:
+        self._snapshot = snapshot
+        self._attempted = True
+
+    def describe(self) -> Iterator[Metric]:
+        return self._families(None, describe=True)
+
+    def collect(self) -> Iterator[Metric]:
+        if not self._attempted:
+            return iter(())
+        return self._families(self._snapshot, describe=False)
+
+    @staticmethod
+    def _families(snapshot: QueueSnapshot | None, *, describe: bool) -> Iterator[Metric]:
+        up = GaugeMetricFamily("pushgw_redis_up", "1 when the last queue sample could read Redis")
+        if not describe:
+            up.add_metric([], 1 if snapshot is not None else 0)
+        yield up
+        for name, attribute, documentation in _SHARD_GAUGES:
+            family = GaugeMetricFamily(name, documentation, labels=["shard"])
+            for shard in snapshot.shards if snapshot is not None else ():
+                family.add_metric([str(shard.shard)], getattr(shard, attribute))
+            yield family
+        yield from _redis_families(snapshot.redis if snapshot is not None else None)
+
+
+def _redis_families(health: RedisHealth | None) -> Iterator[Metric]:
+    families = {
+        "used": GaugeMetricFamily("pushgw_redis_used_memory_bytes", "Memory Redis uses (INFO used_memory)"),
+        "max": GaugeMetricFamily("pushgw_redis_maxmemory_bytes", "Redis maxmemory (0: no limit)"),
+        "clients": GaugeMetricFamily("pushgw_redis_connected_clients", "Clients connected to Redis"),
+        "aof": GaugeMetricFamily("pushgw_redis_aof_enabled", "1 when Redis writes an append-only file"),
+        "aof_ok": GaugeMetricFamily(
+            "pushgw_redis_aof_last_write_ok", "1 when Redis's last append-only file write succeeded"
+        ),
+    }
+    commands = CounterMetricFamily(
+        "pushgw_redis_commands_processed", "Commands Redis processed since it started"
+    )
+    if health is not None:
+        families["used"].add_metric([], health.used_memory_bytes)
+        families["max"].add_metric([], health.maxmemory_bytes)
+        families["clients"].add_metric([], health.connected_clients)
+        families["aof"].add_metric([], 1 if health.aof_enabled else 0)
+        families["aof_ok"].add_metric([], 1 if health.aof_last_write_ok else 0)
+        commands.add_metric([], health.commands_processed)
+    yield from families.values()
+    yield commands
+
+
+QUEUE = QueueCollector()
+REGISTRY.register(QUEUE)

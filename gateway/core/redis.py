@@ -12,7 +12,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import ResponseError
 
 from gateway.core import keys
-from gateway.core.settings import Settings
+from gateway.core.settings import ConfigError, Settings
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ def text_map(raw: Any) -> dict[str, str]:
 def connect(settings: Settings, *, max_connections: int = 64) -> Redis:
     """A pooled client with the Redis deadline as socket timeout. Cluster URLs come with issue "scaling"."""
     if settings.redis_url.startswith("redis+cluster://"):
-        raise NotImplementedError("Redis Cluster URLs are not supported yet; use redis://")
+        raise ConfigError("PUSHGW_REDIS_URL: Redis Cluster is not supported yet; use redis:// or rediss://")
     # a blocking pool: a caller beyond max_connections waits (within the deadline) instead of failing
     pool = BlockingConnectionPool.from_url(
         settings.redis_url,

@@ -60,6 +60,7 @@ class Scripts:
         self._token_invalidate = _Script("token_invalidate")
         self._release_lock = _Script("release_lock")
         self._replay_dead = _Script("replay_dead")
+        self._finish_event = _Script("finish_event")
 
     async def load(self, redis: Redis) -> None:
         """Load every script (after a Redis restart, pipelines answer NOSCRIPT until this runs)."""
@@ -71,6 +72,7 @@ class Scripts:
             self._token_invalidate,
             self._release_lock,
             self._replay_dead,
+            self._finish_event,
         ):
             await redis.script_load(script.source)
 
@@ -168,6 +170,10 @@ class Scripts:
             client, [keys.dead_letters(shard), keys.stream(shard), *records], [dead_id]
         )
         return None if new_id is None else _text(new_id)
+
+    async def finish_event(self, client: Client, records: list[str], finish_status: str, at_ms: int) -> int:
+        """Record WeChat's finish status on the existing records (one shard). Returns how many changed."""
+        return int(await self._finish_event(client, records, [finish_status, at_ms]))
 
 
 def _text(value: Any) -> str:

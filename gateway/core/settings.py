@@ -158,6 +158,13 @@ class Settings:
     wechat_timeout_s: float = _setting(
         "PUSHGW_WECHAT_TIMEOUT_S", _positive_float, 5.0, "total timeout of one WeChat API call"
     )
+    wechat_callback_token: str = _setting(
+        "PUSHGW_WECHAT_CALLBACK_TOKEN",
+        str,
+        "",
+        "token of WeChat's server-URL signature for /wechat/callback (empty: the endpoint answers 404)",
+        secret=True,
+    )
     token_refresh_margin_s: int = _setting(
         "PUSHGW_TOKEN_REFRESH_MARGIN_S",
         _positive_int,

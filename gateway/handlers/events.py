@@ -146,6 +146,9 @@ def lifecycle(event_id: str, record: dict[str, str]) -> dict[str, Any]:
     }
     if "msgid" in record:
         view["msgid"] = record["msgid"]
+    if "finish_status" in record:  # WeChat's TEMPLATESENDJOBFINISH, see handlers/wechat_callback.py
+        view["finish_status"] = record["finish_status"]
+        view["finished_at"] = _iso(record.get("finished_ms"))
     return view
 
 

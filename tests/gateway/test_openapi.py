@@ -95,6 +95,8 @@ async def test_the_answers_of_every_route_are_documented(stack_for: Callable[...
         ("delete", "/v1/bindings/{customer_id}", "/v1/bindings/C-doc", None, {}),
         ("delete", "/v1/bindings/{customer_id}", "/v1/bindings/C-doc", None, {}),
         ("get", "/v1/bindings/{customer_id}", "/v1/bindings/C-doc", None, {}),
+        ("get", "/wechat/callback", "/wechat/callback?signature=x&timestamp=1&nonce=n&echostr=e", None, {}),
+        ("post", "/wechat/callback", "/wechat/callback?signature=x", None, {"raw": b"<xml/>"}),
         ("get", "/healthz", "/healthz", None, {}),
         ("get", "/readyz", "/readyz", None, {}),
         ("get", "/metrics", "/metrics", None, {}),

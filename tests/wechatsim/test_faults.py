@@ -78,7 +78,7 @@ async def test_put_replaces_and_get_returns_the_faults(sim: Sim) -> None:
     }
     status, body = await sim.put_faults(faults)
     assert status == 200
-    expected = faults | {"errcode_rates": {"-1": 0.5, "45011": 0.25}}
+    expected = FaultConfig().to_json() | faults | {"errcode_rates": {"-1": 0.5, "45011": 0.25}}
     assert body == expected
     assert (await sim.get("/sim/faults"))[1] == expected
     await sim.put_faults({"outage": False})

@@ -31,6 +31,15 @@ async def test_stats_start_at_zero(sim: Sim) -> None:
         "deduplicated": 0,
         "errcodes": {},
         "token_errcodes": {},
+        "apps": {},
+        "callbacks": {
+            "queued": {},
+            "duplicates": 0,
+            "tries": 0,
+            "acknowledged": 0,
+            "given_up": 0,
+            "dropped": 0,
+        },
     }
 
 

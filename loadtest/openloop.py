@@ -1,0 +1,90 @@
+"""An open-loop load generator process: events are sent at times fixed by a clock, never by answers.
+
+A closed loop (send, wait, send) slows down exactly when the server does and so hides the slow answers
+(coordinated omission). Here event i leaves at start + i / rate whatever happened to the ones before it,
+and every latency is measured from that intended time. Writes one JSON file: per event its id, intended
+send time (unix ms), answer time after it (ms) and HTTP status; plus how late the sender itself ran.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import uvloop
+
+from loadtest.payloads import EventFactory, signed_headers
+
+
+def schedule(rate_per_s: float, seconds: float) -> list[float]:
+    """Intended send offsets (s from the start) of a constant-rate open loop: i / rate, i < rate * s."""
+    if rate_per_s <= 0 or seconds <= 0:
+        return []
+    return [i / rate_per_s for i in range(round(rate_per_s * seconds))]
+
+
+async def _send(
+    session: aiohttp.ClientSession, args: argparse.Namespace, event: dict[str, Any], intended_ms: float
+) -> list[Any]:
+    body = orjson.dumps(event)
+    headers = signed_headers(args.key_id, args.secret, body)
+    try:
+        async with session.post(args.url + "/v1/events", data=body, headers=headers) as response:
+            await response.read()
+            status = response.status
+    except (aiohttp.ClientError, TimeoutError):
+        status = 0
+    return [event["event_id"], event["customer_id"], intended_ms, time.time() * 1000 - intended_ms, status]
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    factory = EventFactory(args.customers, seed=args.seed, prefix="OPEN")
+    offsets = schedule(args.rate, args.seconds)
+    events = [factory.event() for _ in offsets]  # built before the clock starts: generation is not load
+    connector = aiohttp.TCPConnector(limit=args.connections)
+    timeout = aiohttp.ClientTimeout(total=30)
+    late_ms: list[float] = []
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        start_wall, start = time.time() * 1000, time.monotonic()
+        tasks = []
+        for offset, event in zip(offsets, events, strict=True):
+            delay = start + offset - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            else:
+                late_ms.append(-delay * 1000)
+            intended_ms = start_wall + offset * 1000
+            tasks.append(asyncio.create_task(_send(session, args, event, intended_ms)))
+        sent = await asyncio.gather(*tasks)
+    late_ms.sort()
+    return {
+        "rate": args.rate,
+        "seconds": args.seconds,
+        "events": sent,
+        "sender_late_p99_ms": late_ms[int(0.99 * len(late_ms))] if late_ms else 0.0,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--rate", type=float, required=True, help="events per second")
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--connections", type=int, default=1024)
+    parser.add_argument("--customers", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--key-id", default="bench")
+    parser.add_argument("--secret", default="bench-secret")
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    uvloop.install()
+    Path(args.out).write_bytes(orjson.dumps(asyncio.run(run(args))))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""The queue monitor: reads each shard's stream, consumer group, retry set and dead letters from Redis.
+
+Every worker samples every `QUEUE_SAMPLE_S` and publishes through `metrics.QUEUE`, so the backlog gauges
+are what Redis holds. With several workers each reports the same figures: dashboards and alerts take
+`max by (shard)`. Ages use Redis `TIME`, so a skewed worker clock does not make a backlog look old.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from gateway.core import keys, metrics
+from workers.consumer import _wait
+
+log = logging.getLogger(__name__)
+QUEUE_SAMPLE_S = 5.0
+ACTIVE_CONSUMER_IDLE_S = 60.0  # a live consumer polls every second or so
+LAG_SCAN_MOST = 10_000
+
+
+class QueueMonitor:
+    def __init__(self, redis: Redis, shards: int) -> None:
+        self._redis = redis
+        self._shards = shards
+
+    async def loop(self, stopping: asyncio.Event) -> None:
+        """Sample until `stopping` is set; a failed sample publishes `pushgw_redis_up 0`."""
+        failing = False
+        while not stopping.is_set():
+            try:
+                metrics.QUEUE.update(await self.sample())
+                failing = False
+            except (RedisError, OSError) as exc:
+                metrics.QUEUE.update(None)
+                if not failing:
+                    log.warning("queue sample failed: %s", type(exc).__name__)
+                failing = True
+            await _wait(stopping, QUEUE_SAMPLE_S)
+
+    async def sample(self) -> metrics.QueueSnapshot:
+        """One snapshot of every shard and of Redis itself. Raises RedisError when Redis cannot be read."""
+        seconds, micros = await self._redis.time()
+        now_ms = int(seconds) * 1000 + int(micros) // 1000
+        shards = tuple([await self._shard(shard, now_ms) for shard in range(self._shards)])
+        return metrics.QueueSnapshot(shards=shards, redis=_health(await self._redis.info()))
+
+    async def _shard(self, shard: int, now_ms: int) -> metrics.ShardQueue:
+        stream = keys.stream(shard)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.xlen(stream)
+            pipe.xinfo_groups(stream)
+            pipe.xpending(stream, keys.GROUP)
+            pipe.xinfo_consumers(stream, keys.GROUP)
+            pipe.zcard(keys.retries(shard))
+            pipe.xlen(keys.dead_letters(shard))
+            pipe.zcard(keys.digest_due(shard))
+            length, groups, pending, consumers, retries, dead, digests = await pipe.execute()
+        group = _our_group(groups)
+        last_read = str(group["last-delivered-id"])
+        unread = await self._unread(stream, last_read, 1)
+        lag = group.get("lag")
+        if lag is None:  # Redis cannot tell (entries deleted mid-stream): count what is unread, capped
+            lag = len(await self._unread(stream, last_read, LAG_SCAN_MOST)) if unread else 0
+        active = [c for c in consumers if int(c["idle"]) < ACTIVE_CONSUMER_IDLE_S * 1000]
+        return metrics.ShardQueue(
+            shard=shard,
+            stream_length=int(length),
+            lag=int(lag),
+            pending=int(pending["pending"]),
+            oldest_pending_age_s=_age_s(pending["min"] if pending["pending"] else None, now_ms),
+            oldest_unread_age_s=_age_s(unread[0] if unread else None, now_ms),
+            consumers=len(consumers),
+            active_consumers=len(active),
+            scheduled_retries=int(retries),
+            dead_letters=int(dead),
+            digests_held=int(digests),
+        )
+
+    async def _unread(self, stream: str, last_read: str, count: int) -> list[str]:
+        """Ids of the first `count` entries after the group's last read one."""
+        entries = await self._redis.xrange(stream, min=f"({last_read}", count=count)
+        return [str(entry_id) for entry_id, _ in entries or []]
+
+
+def _our_group(groups: list[dict[str, Any]]) -> dict[str, Any]:
+    for group in groups:
+        if group["name"] == keys.GROUP:
+            return group
+    raise RedisError(f"consumer group {keys.GROUP} is missing")  # ensure_groups makes it at start
+
+
+def _age_s(entry_id: str | None, now_ms: int) -> float:
+    """Seconds since a stream entry id's timestamp (0 for None)."""
+    if entry_id is None:
+        return 0.0
+    return max(0, now_ms - int(entry_id.partition("-")[0])) / 1000
+
+
+def _health(info: dict[str, Any]) -> metrics.RedisHealth:
+    return metrics.RedisHealth(
+        used_memory_bytes=int(info.get("used_memory", 0)),
+        maxmemory_bytes=int(info.get("maxmemory", 0)),
+        commands_processed=int(info.get("total_commands_processed", 0)),
+        connected_clients=int(info.get("connected_clients", 0)),
+        aof_enabled=bool(int(info.get("aof_enabled", 0))),
+        aof_last_write_ok=str(info.get("aof_last_write_status", "ok")) == "ok",
+    )
