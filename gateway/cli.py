@@ -7,9 +7,12 @@ import asyncio
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import sys
-from collections.abc import Callable, Sequence
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from gateway.core.logs import configure
@@ -51,56 +54,97 @@ def _install_uvloop() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-def _run_gateway(settings: Settings, host: str, port: int, reuse_port: bool) -> None:
+def _run_gateway(settings: Settings, host: str, port: int, metrics_dir: str | None) -> None:
+    """One gateway process; `metrics_dir` is set when several share the port (SO_REUSEPORT)."""
     from aiohttp import web
 
     from gateway.app import create_app
 
     configure(settings.log_level)
+    _aggregate_metrics(metrics_dir)
     _install_uvloop()
     web.run_app(
         create_app(settings),
         host=host,
         port=port,
-        reuse_port=reuse_port,
+        reuse_port=metrics_dir is not None,
         access_log=None,
         shutdown_timeout=settings.shutdown_timeout_s,
         print=None,
     )
 
 
-def _run_worker(settings: Settings) -> None:
+def _run_worker(settings: Settings, metrics_dir: str | None) -> None:
+    """One worker process; `metrics_dir` is set when several share the metrics port (SO_REUSEPORT)."""
     from workers.worker import serve_worker
 
     configure(settings.log_level)
+    _aggregate_metrics(metrics_dir)
     _install_uvloop()
-    asyncio.run(serve_worker(settings))
+    asyncio.run(serve_worker(settings, shared_metrics_port=metrics_dir is not None))
+
+
+def _aggregate_metrics(metrics_dir: str | None) -> None:
+    if metrics_dir is not None:
+        from gateway.core.metrics_server import aggregate_processes
+
+        aggregate_processes(metrics_dir)
+
+
+@contextmanager
+def _multiprocess_metrics() -> Iterator[str]:
+    """A fresh directory for prometheus_client's multiprocess mode, in PROMETHEUS_MULTIPROC_DIR while the
+    children start (spawned children import prometheus_client afresh and read it then); removed at the end."""
+    directory = tempfile.mkdtemp(prefix="pushgw-metrics-")
+    previous = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    try:
+        yield directory
+    finally:
+        if previous is None:
+            os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        else:
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = previous
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def _in_processes(count: int, target: Callable[..., None], *args: Any) -> None:
-    """Run `target(*args)` in `count` processes (or in this one when count is 1); forward SIGTERM/SIGINT."""
+    """Run `target(*args, metrics_dir)` in `count` processes (or in this one, with None, when count is 1);
+    forward SIGTERM/SIGINT. The processes' metrics add up through `metrics_dir` (see metrics_server.py)."""
     if count == 1:
-        target(*args)
+        target(*args, None)
         return
-    context = multiprocessing.get_context("spawn")
-    children = [context.Process(target=target, args=args, daemon=False) for _ in range(count)]
-    for child in children:
-        child.start()
-
-    def forward(signum: int, frame: object) -> None:
+    with _multiprocess_metrics() as metrics_dir:
+        context = multiprocessing.get_context("spawn")
+        children = [
+            context.Process(target=target, args=(*args, metrics_dir), daemon=False) for _ in range(count)
+        ]
         for child in children:
-            if child.pid is not None and child.is_alive():
-                os.kill(child.pid, signum)
+            child.start()
 
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    for child in children:
-        child.join()
+        def forward(signum: int, frame: object) -> None:
+            for child in children:
+                if child.pid is not None and child.is_alive():
+                    os.kill(child.pid, signum)
+
+        signal.signal(signal.SIGTERM, forward)
+        signal.signal(signal.SIGINT, forward)
+        for child in children:
+            child.join()
+            if child.pid is not None:
+                _forget_process(metrics_dir, child.pid)
+
+
+def _forget_process(metrics_dir: str, pid: int) -> None:
+    """Drop an exited process's live gauges (in-flight, circuit, ...): its counters stay in the sums."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(pid, metrics_dir)  # type: ignore[no-untyped-call]
 
 
 def cmd_gateway(args: argparse.Namespace) -> None:
     settings = settings_from(args)
-    _in_processes(args.processes, _run_gateway, settings, args.host, args.port, args.processes > 1)
+    _in_processes(args.processes, _run_gateway, settings, args.host, args.port)
 
 
 def cmd_worker(args: argparse.Namespace) -> None:

@@ -35,6 +35,7 @@ from workers.wechat import Answer, Outcome, TokenError, Verdict, Wait, WeChatCli
 
 log = logging.getLogger(__name__)
 SUSPEND_S = 600.0
+_INDEX_ONLY = frozenset({"customer_id", "accepted_ms"})  # outcome fields for the msgid index, not finish.lua
 
 
 def _raised(results: list[Any]) -> list[Any]:
@@ -160,11 +161,13 @@ class Deliverer:
         return len(records) + 1
 
     async def _queue_outcome(self, pipe: Pipeline, finish: dict[str, Any]) -> int:
-        args = {name: value for name, value in finish.items() if name != "customer_id"}
+        args = {name: value for name, value in finish.items() if name not in _INDEX_ONLY}
         queued = 0
         if args["status"] is EventStatus.DELIVERED and args["msgid"]:
             # before the finish script: if that fails the entry is re-sent and the same msgid indexed again
-            index = orjson.dumps({"cid": finish["customer_id"], "records": args["records"]})
+            index = orjson.dumps(
+                {"cid": finish["customer_id"], "records": args["records"], "acc": finish["accepted_ms"]}
+            )
             pipe.set(keys.msgid(args["msgid"]), index, ex=self._settings.event_ttl_s)
             queued += 1
         await self._scripts.finish(pipe, **args)
@@ -286,6 +289,7 @@ class Deliverer:
             "retry_due_ms": due_ms,
             "entry_json": entry.to_json(attempts),
             "customer_id": entry.customer_id,  # for the msgid index of a delivered message
+            "accepted_ms": entry.accepted_ms,  # likewise: latency to WeChat's finish event
         }
         _raised(await asyncio.shield(self._outcomes.submit(finish)))
         if status is EventStatus.DEAD_LETTERED:

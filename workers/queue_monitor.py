@@ -33,7 +33,9 @@ class QueueMonitor:
         failing = False
         while not stopping.is_set():
             try:
-                metrics.QUEUE.update(await self.sample())
+                snapshot = await self.sample()
+                metrics.QUEUE.update(snapshot)
+                metrics.REDIS_DURABLE.set(1 if snapshot.redis.durable else 0)
                 failing = False
             except (RedisError, OSError) as exc:
                 metrics.QUEUE.update(None)
@@ -109,4 +111,5 @@ def _health(info: dict[str, Any]) -> metrics.RedisHealth:
         connected_clients=int(info.get("connected_clients", 0)),
         aof_enabled=bool(int(info.get("aof_enabled", 0))),
         aof_last_write_ok=str(info.get("aof_last_write_status", "ok")) == "ok",
+        evicts=str(info.get("maxmemory_policy", "noeviction")) != "noeviction",
     )

@@ -126,11 +126,12 @@ def stop_on_signals(stopping: asyncio.Event, deadline_s: float) -> None:
         loop.add_signal_handler(sig, on_signal)
 
 
-async def serve_worker(settings: Settings) -> None:
-    """`pushgw worker`: run until SIGTERM/SIGINT; a second signal exits at once."""
+async def serve_worker(settings: Settings, *, shared_metrics_port: bool = False) -> None:
+    """`pushgw worker`: run until SIGTERM/SIGINT; a second signal exits at once. `shared_metrics_port`: other
+    worker processes listen on the same metrics port (SO_REUSEPORT) and serve the same aggregated metrics."""
     stopping = asyncio.Event()
     stop_on_signals(stopping, settings.shutdown_timeout_s)
-    runner = await _start_metrics(settings)
+    runner = await _start_metrics(settings, shared_metrics_port)
     try:
         await run_worker(settings, stopping)
     finally:
@@ -138,10 +139,11 @@ async def serve_worker(settings: Settings) -> None:
             await runner.cleanup()
 
 
-async def _start_metrics(settings: Settings) -> web.AppRunner | None:
+async def _start_metrics(settings: Settings, reuse_port: bool) -> web.AppRunner | None:
     if not settings.metrics_port:
         return None
     runner = web.AppRunner(metrics_app(), access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, settings.metrics_host, settings.metrics_port).start()
+    site = web.TCPSite(runner, settings.metrics_host, settings.metrics_port, reuse_port=reuse_port or None)
+    await site.start()
     return runner

@@ -65,6 +65,11 @@ DELIVERY_LATENCY = Histogram(
     "From acceptance by the gateway to WeChat's answer of a delivered message",
     buckets=DELIVERY_BUCKETS_S,
 )
+FINISH_LATENCY = Histogram(
+    "pushgw_delivery_finish_latency_seconds",
+    "From acceptance by the gateway to WeChat's delivery-finished event (TEMPLATESENDJOBFINISH)",
+    buckets=DELIVERY_BUCKETS_S,
+)
 WECHAT_DURATION = Histogram(
     "pushgw_wechat_request_duration_seconds", "WeChat API call latency", ["api"], buckets=LATENCY_BUCKETS_S
 )
@@ -75,11 +80,27 @@ WECHAT_FINISH_EVENTS = Counter(
     ["status"],
 )
 TOKEN_REFRESHES = Counter("pushgw_token_refreshes_total", "Access token refreshes", ["result"])
-CIRCUIT_OPEN = Gauge("pushgw_circuit_open", "1 while the WeChat circuit of an appid is open", ["appid"])
-INFLIGHT = Gauge("pushgw_deliveries_in_flight", "Deliveries running in this worker")
-REDIS_DURABLE = Gauge("pushgw_redis_durable", "1 when Redis persistence and eviction settings keep promises")
+# How the gauges of several processes of one component combine (`--processes N` > 1, see metrics_server.py):
+# in-flight deliveries add up; a circuit is open if any process has it open; Redis is durable only if every
+# gateway process finds it so; the event-loop lag is the worst process's. "live" modes forget exited ones.
+CIRCUIT_OPEN = Gauge(
+    "pushgw_circuit_open",
+    "1 while the WeChat circuit of an appid is open",
+    ["appid"],
+    multiprocess_mode="livemax",
+)
+INFLIGHT = Gauge(
+    "pushgw_deliveries_in_flight", "Deliveries running in this worker", multiprocess_mode="livesum"
+)
+REDIS_DURABLE = Gauge(
+    "pushgw_redis_durable",
+    "1 when Redis persistence and eviction settings keep promises",
+    multiprocess_mode="livemin",
+)
 EVENT_LOOP_LAG = Gauge(
-    "pushgw_event_loop_lag_seconds", "How late this process's event loop ran its last timer tick"
+    "pushgw_event_loop_lag_seconds",
+    "How late this process's event loop ran its last timer tick",
+    multiprocess_mode="livemax",
 )
 
 # Known label values start at 0, so rate() and the alerts see the first increment.
@@ -114,6 +135,12 @@ class RedisHealth:
     connected_clients: int
     aof_enabled: bool
     aof_last_write_ok: bool
+    evicts: bool = False  # maxmemory-policy is not noeviction
+
+    @property
+    def durable(self) -> bool:
+        """The promise's conditions, as the gateway's readiness check reads them."""
+        return self.aof_enabled and not self.evicts
 
 
 @dataclass(frozen=True)
@@ -148,7 +175,8 @@ class QueueCollector(Collector):
     """The last queue snapshot a worker read from Redis, as gauges labelled by shard.
 
     `update(None)` records that Redis could not be read: `pushgw_redis_up` goes to 0 and the queue series
-    disappear (a stale backlog figure is worse than none)."""
+    disappear (a stale backlog figure is worse than none). With several worker processes the answering
+    process serves its own snapshot as it is (every process reads the same Redis): never summed."""
 
     def __init__(self) -> None:
         self._snapshot: QueueSnapshot | None = None

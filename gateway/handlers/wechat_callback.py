@@ -124,6 +124,8 @@ async def receive_event(request: web.Request) -> web.Response:
         metrics.WECHAT_FINISH_EVENTS.labels("duplicate").inc()
         return _success()
     metrics.WECHAT_FINISH_EVENTS.labels(status).inc()
+    if "acc" in index:
+        metrics.FINISH_LATENCY.observe(max(0, clock.now_ms() - int(index["acc"])) / 1000)
     log.info("wechat finish event %s", status, extra={"msgid": event["MsgID"]})
     return _success()
 

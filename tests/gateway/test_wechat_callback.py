@@ -103,6 +103,7 @@ async def test_a_finish_event_reaches_the_lifecycle(stack_for: Callable[..., Any
     stack = await _stack(stack_for)
     await _callback(stack)
     before = _count("success")
+    latencies = REGISTRY.get_sample_value("pushgw_delivery_finish_latency_seconds_count") or 0.0
     event_id = await _deliver(stack)
     view = await _finished(stack, event_id)
     assert view["status"] == "delivered"
@@ -111,6 +112,7 @@ async def test_a_finish_event_reaches_the_lifecycle(stack_for: Callable[..., Any
     [posted] = (await stack.sim("GET", "/sim/callbacks"))["callbacks"]
     assert (str(posted["msgid"]), posted["acknowledged"], posted["tries"]) == (view["msgid"], True, 1)
     assert _count("success") == before + 1
+    assert REGISTRY.get_sample_value("pushgw_delivery_finish_latency_seconds_count") == latencies + 1
     _, binding = await stack.client.call("GET", "/v1/bindings/C100234")
     assert binding["status"] == "active"
 
