@@ -190,34 +190,39 @@ async def put_faults(request: web.Request) -> web.Response:
     return json_response(state.faults.config.to_json())
 
 
+async def _toggle(request: web.Request, members: set[str], *, add: bool) -> None:
+    """Add the body's openid to (or remove it from) one of the state's sets."""
+    openid = _string_field(await _read_json_object(request), "openid")
+    if add:
+        members.add(openid)
+    else:
+        members.discard(openid)
+
+
 @routes.post("/sim/unsubscribe")
 async def unsubscribe(request: web.Request) -> web.Response:
     """The user stops following the account: sends to it answer 43004."""
-    openid = _string_field(await _read_json_object(request), "openid")
-    request.app[STATE_KEY].unsubscribed.add(openid)
+    await _toggle(request, request.app[STATE_KEY].unsubscribed, add=True)
     return json_response({"status": "ok", "subscribed": False})
 
 
 @routes.post("/sim/subscribe")
 async def subscribe(request: web.Request) -> web.Response:
     """The user follows the account again."""
-    openid = _string_field(await _read_json_object(request), "openid")
-    request.app[STATE_KEY].unsubscribed.discard(openid)
+    await _toggle(request, request.app[STATE_KEY].unsubscribed, add=False)
     return json_response({"status": "ok", "subscribed": True})
 
 
 @routes.post("/sim/block")
 async def block(request: web.Request) -> web.Response:
     """The user blacklists the account: sends to it answer 43019."""
-    openid = _string_field(await _read_json_object(request), "openid")
-    request.app[STATE_KEY].blocked.add(openid)
+    await _toggle(request, request.app[STATE_KEY].blocked, add=True)
     return json_response({"status": "ok", "blocked": True})
 
 
 @routes.post("/sim/unblock")
 async def unblock(request: web.Request) -> web.Response:
-    openid = _string_field(await _read_json_object(request), "openid")
-    request.app[STATE_KEY].blocked.discard(openid)
+    await _toggle(request, request.app[STATE_KEY].blocked, add=False)
     return json_response({"status": "ok", "blocked": False})
 
 
