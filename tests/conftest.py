@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 from redis.asyncio import Redis
 
 from gateway.app import create_app
+from gateway.core.logs import JsonFormatter
 from gateway.core.settings import Settings
 from tests.support import APP_SECRET, APPID, KEY_ID, SECRET, Client, RedisServer, Running
 from wechatsim.app import SimConfig
@@ -129,3 +131,19 @@ async def stack_for(redis: Redis, settings_for: Callable[..., Settings]) -> Asyn
 @pytest.fixture
 def tmp_dir(tmp_path: Path) -> Path:
     return tmp_path
+
+
+_NEVER_LOGGED = ("6222020200001234", SECRET, APP_SECRET)  # make_event's account and the fixture secrets
+
+
+@pytest.fixture(autouse=True)
+def no_secrets_in_logs(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """Every test of the suite is also a log scan: the default account number and the fixture secrets
+    must never appear in a log line (as the JSON formatter would write it, extras included)."""
+    caplog.set_level(logging.INFO)
+    yield
+    formatter = JsonFormatter()
+    for record in caplog.records:
+        line = formatter.format(record)
+        leaked = [secret for secret in _NEVER_LOGGED if secret in line]
+        assert not leaked, f"a log line holds a secret or account number: {record.name}: {record.msg}"
