@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # on a bare machine), then again on the embedded valkey-server.
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint typecheck check bench clean
+.PHONY: install run test pytest lint typecheck bench clean
 
 $(BIN)/pushgw: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,11 +26,12 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-test: install
+# the README's test command and CI's: lint, types, then the suite on both server binaries
+test: lint typecheck pytest
+
+pytest: install
 	$(BIN)/pytest $(PYTEST_ARGS)
 	PUSHGW_TEST_REDIS=valkey $(BIN)/pytest $(PYTEST_ARGS)
-
-check: lint typecheck test
 
 bench: install
 	$(BIN)/pushgw bench

@@ -33,8 +33,8 @@ def test_every_setting_is_a_flag_of_gateway_and_worker() -> None:
 def test_readme_opens_with_the_two_commands() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     blocks = [part.split("```", 1)[0].strip() for part in readme.split("```sh\n")[1:3]]
-    assert blocks == ["make run", "make check"]
-    assert "make check" in (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert blocks == ["make run", "make test"]
+    assert "make test" in (ROOT / ".ci" / "run").read_text(encoding="utf-8")
 
 
 def _imports(path: Path) -> set[str]:
