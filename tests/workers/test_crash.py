@@ -99,15 +99,22 @@ async def _consumer_pending(stack: Stack) -> dict[str, int]:
     return {str(consumer["name"]): int(consumer["pending"]) for consumer in consumers}
 
 
-async def test_sigkill_mid_batch_loses_and_doubles_nothing(
+async def _worker_mid_load(
     stack_for: StackFactory, worker_process: StartWorker
-) -> None:
+) -> tuple[Stack, list[dict[str, Any]], asyncio.subprocess.Process]:
+    """A worker subprocess with deliveries in flight against a slowed simulator, part of the load done."""
     stack = await stack_for(workers=0, rate_limit=RateLimit(1000, 60))
     await stack.sim("PUT", "/sim/faults", {"latency_ms": 300})
     events = await _load(stack)
     process = await worker_process(stack)
-
     await _delivered_at_least(stack, 40)
+    return stack, events, process
+
+
+async def test_sigkill_mid_batch_loses_and_doubles_nothing(
+    stack_for: StackFactory, worker_process: StartWorker
+) -> None:
+    stack, events, process = await _worker_mid_load(stack_for, worker_process)
     assert await pending(stack.redis) > 0  # deliveries are in flight
     process.send_signal(signal.SIGKILL)
     assert await process.wait() == -signal.SIGKILL
@@ -124,12 +131,7 @@ async def test_sigkill_mid_batch_loses_and_doubles_nothing(
 async def test_sigterm_under_load_exits_cleanly_and_hands_over(
     stack_for: StackFactory, worker_process: StartWorker
 ) -> None:
-    stack = await stack_for(workers=0, rate_limit=RateLimit(1000, 60))
-    await stack.sim("PUT", "/sim/faults", {"latency_ms": 300})
-    events = await _load(stack)
-    process = await worker_process(stack)
-
-    await _delivered_at_least(stack, 40)
+    stack, events, process = await _worker_mid_load(stack_for, worker_process)
     assert await pending(stack.redis) > 0
     process.send_signal(signal.SIGTERM)
     # it finishes what it has in flight and exits within the deadline (plus interpreter teardown)
