@@ -17,7 +17,7 @@ from gateway.core.metrics_server import metrics_handler
 from gateway.core.redis import connect
 from gateway.core.scripts import Scripts
 from gateway.core.settings import ConfigError, Settings
-from gateway.handlers import bindings, events, health, wechat_callback
+from gateway.handlers import bindings, customers, events, health, wechat_callback
 from gateway.ingest import Ingestor
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,9 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_put("/v1/bindings/{customer_id}", bindings.put_binding)
     app.router.add_get("/v1/bindings/{customer_id}", bindings.get_binding, allow_head=False)
     app.router.add_delete("/v1/bindings/{customer_id}", bindings.delete_binding)
+    app.router.add_put("/v1/customers/{customer_id}/preferences", customers.put_preferences)
+    app.router.add_get("/v1/customers/{customer_id}/preferences", customers.get_preferences, allow_head=False)
+    app.router.add_get("/v1/customers/{customer_id}/events", customers.get_customer_events, allow_head=False)
     app.router.add_get("/wechat/callback", wechat_callback.verify_url, allow_head=False)
     app.router.add_post("/wechat/callback", wechat_callback.receive_event)
     app.router.add_get("/healthz", health.healthz, allow_head=False)
@@ -55,7 +58,13 @@ def _gateway_context(settings: Settings):  # type: ignore[no-untyped-def]
         redis = connect(settings, max_connections=256)
         scripts = Scripts(settings)
         readiness = Readiness(require_durable=settings.require_durable_redis)
-        ingestor = Ingestor(redis, scripts, settings.redis_timeout_s, coalesce=settings.ingest_coalesce)
+        ingestor = Ingestor(
+            redis,
+            scripts,
+            settings.redis_timeout_s,
+            coalesce=settings.ingest_coalesce,
+            wait_replicas=settings.redis_wait_replicas,
+        )
         verifier = Verifier(
             settings.api_keys, settings.signature_window_s, open_ingress=settings.open_ingress
         )

@@ -181,6 +181,20 @@ def cmd_dlq(args: argparse.Namespace) -> None:
     asyncio.run(run_dlq(settings_from(args), args))
 
 
+def cmd_reconcile(args: argparse.Namespace) -> None:
+    from gateway.reconcile import run_reconcile
+
+    configure(os.environ.get("PUSHGW_LOG_LEVEL", "WARNING"))
+    sys.exit(asyncio.run(run_reconcile(settings_from(args), args)))
+
+
+def cmd_epoch(args: argparse.Namespace) -> None:
+    from gateway.reconcile import run_epoch
+
+    configure(os.environ.get("PUSHGW_LOG_LEVEL", "WARNING"))
+    sys.exit(asyncio.run(run_epoch(settings_from(args), args)))
+
+
 def cmd_bench(args: argparse.Namespace) -> None:
     from loadtest.bench import run_bench
 
@@ -222,8 +236,23 @@ def build_parser() -> argparse.ArgumentParser:
     dlq.add_argument("--event-id", default=None)
     dlq.add_argument("--since", default=None, help="ISO-8601 time or unix seconds")
     dlq.add_argument("--limit", type=int, default=1000)
+    dlq.add_argument(
+        "--notices", action="store_true", help="status notices to core banking instead of WeChat deliveries"
+    )
     _add_setting_flags(dlq)
     dlq.set_defaults(func=cmd_dlq)
+
+    reconcile = commands.add_parser("reconcile", help="prove accepted = final + in flight over a window")
+    reconcile.add_argument("--since", default=None, help="ISO-8601 time or unix seconds (default: 24 h ago)")
+    reconcile.add_argument("--until", default=None, help="ISO-8601 time or unix seconds (default: now)")
+    _add_setting_flags(reconcile)
+    reconcile.set_defaults(func=cmd_reconcile)
+
+    epoch = commands.add_parser("epoch", help="show the data epoch, or acknowledge a fresh start (reset)")
+    epoch.add_argument("action", choices=["show", "reset"])
+    epoch.add_argument("--yes", action="store_true", help="reset: queued events are known to be lost")
+    _add_setting_flags(epoch)
+    epoch.set_defaults(func=cmd_epoch)
 
     bench = commands.add_parser("bench", help="measure ingress and delivery throughput")
     bench.add_argument("--quick", action="store_true", help="a short run")

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import re
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import orjson
 from aiohttp import web
-from redis.asyncio import Redis
 
 from gateway.auth import Caller, Verifier
 from gateway.core import clock, keys, metrics
@@ -20,7 +22,7 @@ from gateway.core.errors import (
     Unprocessable,
     UnsupportedMediaType,
 )
-from gateway.core.redis import check_durability
+from gateway.core.redis import DataLost, RedisClient, check_durability, check_epoch
 from gateway.core.scripts import Scripts
 from gateway.core.settings import Settings
 from gateway.ingest import Ingestor
@@ -31,38 +33,88 @@ _PATH_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 
 @dataclass
 class Readiness:
-    """Whether Redis keeps its promises (persistence on, no eviction), refreshed by a background check."""
+    """Whether Redis keeps its promises (persistence on, no eviction, the data epoch this process knew),
+    refreshed by a background check. A lost epoch refuses ingest even where durability is not required."""
 
     require_durable: bool
     durable: bool | None = None
     problems: list[str] = field(default_factory=list)
+    data_lost: bool = False
+    shards: int = 1
 
-    async def refresh(self, redis: Redis) -> None:
+    async def refresh(self, redis: RedisClient) -> None:
+        lost = None
         try:
             found = (await check_durability(redis)).problems
+            lost = await check_epoch(redis, self.shards)
+        except DataLost as exc:  # a new connection found the epoch gone
+            found, lost = [], str(exc)
         except Exception as exc:  # CONFIG refused or Redis down: unknown is not durable
             found = [f"cannot read Redis persistence settings ({type(exc).__name__})"]
+        if lost is not None:
+            found = [lost, *found]
         if found != self.problems:
-            level = logging.ERROR if self.require_durable else logging.WARNING
+            level = logging.ERROR if self.require_durable or lost else logging.WARNING
             for problem in found:
                 log.log(level, "redis does not keep acknowledged events safe: %s", problem)
-        self.durable, self.problems = not found, found
+        self.durable, self.problems, self.data_lost = not found, found, lost is not None
         metrics.REDIS_DURABLE.set(1 if self.durable else 0)
 
     def require_accepting(self) -> None:
-        """Raises ServiceUnavailable unless Redis is known to be durable (or durability is not required)."""
+        """Raises ServiceUnavailable unless Redis is known to be durable (or durability is not required)
+        and holds the data epoch this process knew."""
+        if self.data_lost:
+            raise ServiceUnavailable("the queue lost its data; an operator must check it", retry_after_s=30)
         if self.require_durable and not self.durable:
             raise ServiceUnavailable("the queue is not durable right now, retry later", retry_after_s=5)
+
+
+SHED_RECENTLY_S = 1.0
+
+
+@dataclass
+class Admission:
+    """Bounded admission: at most `limit` ingest requests in work at once in this process; the next one is
+    refused at once (503 + Retry-After) instead of queueing behind the others past its client's timeout."""
+
+    limit: int
+    waiting: int = 0
+    shed_at_s: float = float("-inf")
+
+    @contextmanager
+    def admitted(self) -> Iterator[None]:
+        """Raises ServiceUnavailable when full (counted in pushgw_ingress_shed_total)."""
+        if self.waiting >= self.limit:
+            self.shed_at_s = time.monotonic()
+            metrics.INGRESS_SHED.inc()
+            raise ServiceUnavailable("the gateway is overloaded, retry later", retry_after_s=1)
+        self.waiting += 1
+        metrics.INGRESS_WAITING.inc()
+        try:
+            yield
+        finally:
+            self.waiting -= 1
+            metrics.INGRESS_WAITING.dec()
+
+    @property
+    def shedding(self) -> bool:
+        """Whether a request was refused within the last second (what /readyz reports)."""
+        return time.monotonic() - self.shed_at_s < SHED_RECENTLY_S
 
 
 @dataclass
 class Gateway:
     settings: Settings
-    redis: Redis
+    redis: RedisClient
     scripts: Scripts
     ingestor: Ingestor
     verifier: Verifier
     readiness: Readiness
+    admission: Admission = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.admission = Admission(self.settings.max_ingest_waiting)
+        self.readiness.shards = self.settings.shards
 
     async def authenticate(self, request: web.Request, body: bytes, *, remember: bool = True) -> Caller:
         """Verify the signature; with `remember`, refuse a signature seen before (one Redis round trip).

@@ -1,4 +1,6 @@
-"""`pushgw dlq list|replay [--event-id | --since]`: operate on dead letters (output is JSON lines, masked)."""
+"""`pushgw dlq list|replay [--event-id | --since] [--notices]`: operate on dead letters (JSON lines, masked).
+
+`--notices`: the dead letters of the status notices to core banking instead of the WeChat deliveries."""
 
 from __future__ import annotations
 
@@ -33,7 +35,12 @@ async def run_dlq(settings: Settings, args: argparse.Namespace) -> None:
     redis = connect(settings)
     try:
         letters = await list_dead(
-            redis, settings, since_ms=parse_since_ms(args.since), event_id=args.event_id, limit=args.limit
+            redis,
+            settings,
+            since_ms=parse_since_ms(args.since),
+            event_id=args.event_id,
+            limit=args.limit,
+            notices=getattr(args, "notices", False),
         )
         if args.action == "list":
             for letter in letters:

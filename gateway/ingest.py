@@ -10,13 +10,12 @@ import logging
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
-from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
 from gateway.core import metrics
 from gateway.core.coalesce import Coalescer
 from gateway.core.errors import ServiceUnavailable
+from gateway.core.redis import AnyPipeline, RedisClient
 from gateway.core.scripts import IngestArgs, Scripts
 
 log = logging.getLogger(__name__)
@@ -36,9 +35,18 @@ def _result(raw: list[Any]) -> Result:
 
 class Ingestor:
     """Runs the ingest script for events within the Redis deadline; `coalesce=False` gives each request
-    its own round trip (the benchmark's baseline)."""
+    its own round trip (the benchmark's baseline); `wait_replicas` > 0 answers only once that many replicas
+    hold the writes (Redis WAIT within half the deadline; fewer -> ServiceUnavailable)."""
 
-    def __init__(self, redis: Redis, scripts: Scripts, timeout_s: float, *, coalesce: bool = True) -> None:
+    def __init__(
+        self,
+        redis: RedisClient,
+        scripts: Scripts,
+        timeout_s: float,
+        *,
+        coalesce: bool = True,
+        wait_replicas: int = 0,
+    ) -> None:
         self._scripts = scripts
         self._timeout_s = timeout_s
         self._coalescer = Coalescer(
@@ -48,9 +56,11 @@ class Ingestor:
             max_inflight=2 if coalesce else 128,
             max_batch=256 if coalesce else 1,
             observe=metrics.INGEST_BATCH.observe,
+            wait_replicas=wait_replicas,
+            wait_timeout_ms=max(1, int(timeout_s * 500)),
         )
 
-    async def _queue(self, pipe: Pipeline, args: IngestArgs) -> int:
+    async def _queue(self, pipe: AnyPipeline, args: IngestArgs) -> int:
         await self._scripts.ingest(pipe, args)
         return 1
 

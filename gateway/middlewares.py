@@ -1,4 +1,5 @@
-"""The one error shape, request ids bound to logs, and RED metrics per route."""
+"""The one error shape, bounded admission of ingest requests, request ids bound to logs, and RED metrics
+per route."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from redis.exceptions import RedisError
 
+from gateway.context import GATEWAY
 from gateway.core import metrics
 from gateway.core.errors import (
     ApiError,
@@ -29,6 +31,7 @@ log = logging.getLogger(__name__)
 _ID_PREFIX = os.urandom(6).hex()
 _ID_SEQUENCE = itertools.count(1)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_INGEST_PATHS = frozenset({"/v1/events", "/v1/events/batch"})
 
 _HTTP_ERRORS: dict[int, type[ApiError]] = {
     400: BadRequest,
@@ -51,9 +54,10 @@ def _from_http(exc: web.HTTPException) -> ApiError:
 
 @web.middleware
 async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every failure leaves as {"error": {...}}. A 500 is a bug: logged with the route, body never shown."""
+    """Every failure leaves as {"error": {...}}. A 500 is a bug: logged with the route, body never shown.
+    Ingest requests beyond the admission limit are refused here, before their body is read."""
     try:
-        return await handler(request)
+        return await _admitted(request, handler)
     except ApiError as exc:
         return error_response(exc)
     except web.HTTPException as exc:
@@ -70,6 +74,13 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         log.exception("unhandled error on %s %s", request.method, _route(request))
         body = {"error": {"code": "internal", "message": "internal error"}}
         return respond(body, status=500)
+
+
+async def _admitted(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.method != "POST" or request.path not in _INGEST_PATHS or GATEWAY not in request.app:
+        return await handler(request)
+    with request.app[GATEWAY].admission.admitted():
+        return await handler(request)
 
 
 @web.middleware

@@ -61,7 +61,7 @@ _SCHEMAS: dict[str, Any] = {
         "required": ["event_id", "status"],
         "properties": {
             "event_id": _ID,
-            "status": {"type": "string", "enum": ["queued", "digested", "duplicate"]},
+            "status": {"type": "string", "enum": ["queued", "digested", "suppressed", "duplicate"]},
         },
     },
     "BatchResults": {
@@ -77,7 +77,14 @@ _SCHEMAS: dict[str, Any] = {
                         "event_id": {"type": ["string", "null"]},
                         "status": {
                             "type": "string",
-                            "enum": ["queued", "digested", "duplicate", "rejected", "rate_limited"],
+                            "enum": [
+                                "queued",
+                                "digested",
+                                "suppressed",
+                                "duplicate",
+                                "rejected",
+                                "rate_limited",
+                            ],
                         },
                         "error": _ref("ErrorDetail"),
                         "retry_after_s": {"type": "integer"},
@@ -104,6 +111,13 @@ _SCHEMAS: dict[str, Any] = {
                 "enum": ["success", "failed:user block", "failed: system failed"],
             },
             "finished_at": {"type": ["string", "null"], "format": "date-time"},
+            "notice": {
+                "type": "string",
+                "description": "the status notice to the source's callback (SMS fallback)",
+                "enum": ["queued", "retrying", "sent", "failed", "dead_lettered"],
+            },
+            "notified_at": {"type": ["string", "null"], "format": "date-time"},
+            "notice_error": {"type": "string"},
         },
     },
     "BindingRequest": {
@@ -112,7 +126,12 @@ _SCHEMAS: dict[str, Any] = {
         "required": ["openid"],
         "properties": {
             "openid": {"type": "string", "pattern": "^[A-Za-z0-9_-]{6,64}$"},
-            "appid": {"type": "string", "pattern": "^wx[A-Za-z0-9_]{1,62}$"},
+            "appid": {
+                "type": "string",
+                "pattern": "^wx[A-Za-z0-9_]{1,62}$",
+                "description": "the official account the customer follows (default: PUSHGW_WECHAT_APPID); "
+                "one the deployment does not send through is refused with 422 unknown_appid",
+            },
         },
     },
     "Binding": {
@@ -123,6 +142,82 @@ _SCHEMAS: dict[str, Any] = {
             "openid": {"type": "string"},
             "appid": {"type": "string"},
             "status": {"type": "string", "enum": ["active", "unsubscribed", "invalid", "blocked"]},
+        },
+    },
+    "Preferences": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "muted_types": {
+                "type": "array",
+                "items": {"type": "string", "enum": [t.value for t in EventType]},
+                "description": "event types the customer opted out of (answered `suppressed`)",
+            },
+            "min_amount": {
+                "type": "object",
+                "propertyNames": {"enum": [t.value for t in EventType]},
+                "additionalProperties": _DECIMAL,
+                "description": "per event type, the least amount worth a message",
+            },
+            "quiet_hours": {
+                "type": ["object", "null"],
+                "additionalProperties": False,
+                "required": ["start", "end"],
+                "properties": {
+                    "start": {"type": "string", "pattern": "^([01][0-9]|2[0-3]):[0-5][0-9]$"},
+                    "end": {"type": "string", "pattern": "^([01][0-9]|2[0-3]):[0-5][0-9]$"},
+                    "tz": {"type": "string", "description": "IANA time zone, default Asia/Shanghai"},
+                },
+                "description": "events in these local hours are held and sent as one digest when they end; "
+                "critical events are not held",
+            },
+        },
+    },
+    "CustomerPreferences": {
+        "allOf": [
+            _ref("Preferences"),
+            {"type": "object", "required": ["customer_id"], "properties": {"customer_id": _ID}},
+        ]
+    },
+    "CustomerEvents": {
+        "type": "object",
+        "required": ["customer_id", "events"],
+        "properties": {
+            "customer_id": _ID,
+            "events": {
+                "type": "array",
+                "description": "newest first",
+                "items": {
+                    "allOf": [
+                        _ref("Lifecycle"),
+                        {
+                            "type": "object",
+                            "required": ["source", "timeline"],
+                            "properties": {
+                                "source": {"type": "string"},
+                                "type": {"type": "string"},
+                                "amount": {"type": "string"},
+                                "currency": {"type": "string"},
+                                "account": {"type": "string", "description": "masked: ****1234"},
+                                "priority": {"type": "string", "enum": ["normal", "critical"]},
+                                "occurred_at": {"type": "string"},
+                                "timeline": {
+                                    "type": "array",
+                                    "items": {
+                                        "type": "object",
+                                        "required": ["state", "at"],
+                                        "properties": {
+                                            "state": {"type": "string"},
+                                            "at": {"type": ["string", "null"], "format": "date-time"},
+                                            "detail": {"type": "string"},
+                                        },
+                                    },
+                                },
+                            },
+                        },
+                    ]
+                },
+            },
         },
     },
     "ErrorDetail": {
@@ -189,6 +284,65 @@ def _path_param(name: str) -> dict[str, Any]:
     return {"name": name, "in": "path", "required": True, "schema": _ID}
 
 
+def _customer_paths(signed: list[dict[str, list[str]]]) -> dict[str, Any]:
+    customer = [_path_param("customer_id")]
+    timeline_query = [
+        {
+            "name": "since",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "string", "format": "date-time"},
+            "description": "only events accepted at or after this time (ISO-8601 with offset)",
+        },
+        {
+            "name": "limit",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "integer", "minimum": 1, "maximum": 200, "default": 50},
+        },
+    ]
+    return {
+        "/v1/customers/{customer_id}/preferences": {
+            "put": {
+                "summary": "Set the customer's preferences (replaces them)",
+                "security": signed,
+                "parameters": customer,
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("Preferences")}},
+                },
+                "responses": {
+                    "200": _json(_ref("CustomerPreferences"), "saved"),
+                    "413": _error("too large"),
+                    **_ERRORS,
+                },
+            },
+            "get": {
+                "summary": "The customer's preferences (empty ones when never set)",
+                "security": signed,
+                "parameters": customer,
+                "responses": {
+                    "200": _json(_ref("CustomerPreferences"), "the preferences"),
+                    "422": _ERRORS["422"],
+                    **_AUTH_ERRORS,
+                },
+            },
+        },
+        "/v1/customers/{customer_id}/events": {
+            "get": {
+                "summary": "The customer's recent alerts with their status timeline (customer service)",
+                "security": signed,
+                "parameters": [*customer, *timeline_query],
+                "responses": {
+                    "200": _json(_ref("CustomerEvents"), "newest first, masked"),
+                    "422": _ERRORS["422"],
+                    **_AUTH_ERRORS,
+                },
+            }
+        },
+    }
+
+
 def document(max_batch_events: int = 500) -> dict[str, Any]:
     """The whole document; pure, so tests can compare it with the app's routes."""
     signed: list[dict[str, list[str]]] = [{"pushgwSignature": []}]
@@ -222,7 +376,7 @@ def document(max_batch_events: int = 500) -> dict[str, Any]:
                     "security": signed,
                     "requestBody": events_body,
                     "responses": {
-                        "202": _json(_ref("Accepted"), "queued or digested (durable in Redis)"),
+                        "202": _json(_ref("Accepted"), "queued, digested or suppressed (durable in Redis)"),
                         "200": _json(_ref("Accepted"), "duplicate of an event already accepted"),
                         "413": _error("body too large"),
                         "429": _error("customer rate limit (policy reject)"),
@@ -296,6 +450,7 @@ def document(max_batch_events: int = 500) -> dict[str, Any]:
                     },
                 },
             },
+            **_customer_paths(signed),
             "/wechat/callback": _WECHAT_CALLBACK,
             "/healthz": {"get": {"summary": "Process is up", "responses": {"200": {"description": "up"}}}},
             "/readyz": {

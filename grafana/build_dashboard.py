@@ -176,9 +176,56 @@ def delivery_row() -> list[Panel]:
             (_quantile(0.99, "pushgw_delivery_latency_seconds"), "p99"),
         ),
         series(
+            "Critical alerts: latency (SLO 99% within 2 s) and share within 2 s",
+            "s",
+            (_quantile(0.5, "pushgw_critical_delivery_latency_seconds"), "p50"),
+            (_quantile(0.99, "pushgw_critical_delivery_latency_seconds"), "p99"),
+            (
+                f'sum(rate(pushgw_critical_delivery_latency_seconds_bucket{{le="2.0",{I}}}[{W}]))'
+                f" / sum(rate(pushgw_critical_delivery_latency_seconds_count{{{I}}}[{W}]))",
+                "within 2 s",
+            ),
+            fieldConfig={
+                "defaults": {"unit": "s"},
+                "overrides": [
+                    {
+                        "matcher": {"id": "byName", "options": "within 2 s"},
+                        "properties": [
+                            {"id": "unit", "value": "percentunit"},
+                            {"id": "custom.axisPlacement", "value": "right"},
+                        ],
+                    }
+                ],
+            },
+        ),
+        series(
             "In flight",
             "short",
             (f"sum by (instance) (pushgw_deliveries_in_flight{{{I}}})", "{{instance}}"),
+        ),
+        series(
+            "Notices to core banking (SMS fallback) by outcome",
+            "ops",
+            (f"sum by (outcome, type) (rate(pushgw_notices_total{{{I}}}[{W}]))", "{{outcome}} {{type}}"),
+        ),
+        series(
+            "Notices to core banking: POST latency and backlog",
+            "s",
+            (_quantile(0.99, "pushgw_notice_request_duration_seconds"), "POST p99"),
+            (f"max by (shard) (pushgw_notice_scheduled_retries{{{I}}})", "retrying shard {{shard}}"),
+            (f"max by (shard) (pushgw_notice_dead_letter_entries{{{I}}})", "dead letters shard {{shard}}"),
+            fieldConfig={
+                "defaults": {"unit": "s"},
+                "overrides": [
+                    {
+                        "matcher": {"id": "byRegexp", "options": "^(retrying|dead letters).*"},
+                        "properties": [
+                            {"id": "unit", "value": "short"},
+                            {"id": "custom.axisPlacement", "value": "right"},
+                        ],
+                    }
+                ],
+            },
         ),
     ]
 

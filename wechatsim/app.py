@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator
 
 import aiohttp
+import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
@@ -29,15 +30,32 @@ _ENDPOINTS = {
 }
 
 
+async def _caller(request: web.Request, endpoint: str, state: SimState) -> str | None:
+    """The appid a WeChat API call is made for: named by the token calls, else the access token's app."""
+    if endpoint == "token":
+        return request.query.get("appid")
+    if endpoint == "stable_token":
+        try:
+            payload = orjson.loads(await request.read())  # aiohttp keeps the body for the handler
+        except orjson.JSONDecodeError:
+            return None
+        appid = payload.get("appid") if isinstance(payload, dict) else None
+        return appid if isinstance(appid, str) else None
+    _, appid = state.tokens.check(request.query.get("access_token") or "", state.clock())
+    return appid
+
+
 @web.middleware
 async def _wechat_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Count every WeChat API call, and answer each with HTTP 503 while the outage fault is on."""
+    """Count every WeChat API call, and answer each with HTTP 503 while the outage fault is on (the calling
+    app's own fault set if it has one, else the global one)."""
     endpoint = _ENDPOINTS.get(request.path)
     if endpoint is None:
         return await handler(request)
     state = request.app[STATE_KEY]
     state.stats.calls[endpoint] += 1
-    if state.faults.outage:
+    appid = await _caller(request, endpoint, state) if state.app_faults else None
+    if state.faults_for(appid).outage:
         if endpoint == "send":
             state.stats.errcodes["http_5xx"] += 1
         elif endpoint != "templates":

@@ -9,7 +9,7 @@ from importlib import resources
 
 import orjson
 
-__all__ = ["Template", "default_apps", "load_templates"]
+__all__ = ["Template", "default_apps", "load_templates", "template_from_json"]
 
 _KEY_RE = re.compile(r"\{\{(\w+)\.DATA\}\}")
 _TEMPLATE_FIELDS = ("template_id", "title", "primary_industry", "deputy_industry", "content", "example")
@@ -44,7 +44,8 @@ def _raw() -> dict[str, object]:
     return loaded
 
 
-def _template(entry: object) -> Template:
+def template_from_json(entry: object) -> Template:
+    """One template from its `get_all_private_template` JSON; raises TypeError naming the fields."""
     if not isinstance(entry, dict) or not all(isinstance(entry.get(f), str) for f in _TEMPLATE_FIELDS):
         raise TypeError(f"templates.json: each template needs string fields {_TEMPLATE_FIELDS}")
     return Template(**{f: entry[f] for f in _TEMPLATE_FIELDS})
@@ -55,7 +56,7 @@ def load_templates() -> dict[str, Template]:
     entries = _raw().get("templates")
     if not isinstance(entries, list):
         raise TypeError("templates.json: 'templates' must be a list")
-    templates = [_template(entry) for entry in entries]
+    templates = [template_from_json(entry) for entry in entries]
     return {t.template_id: t for t in templates}
 
 

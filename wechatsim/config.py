@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from wechatsim.callback import CallbackConfig
-from wechatsim.catalog import default_apps
+from wechatsim.catalog import Template, default_apps
 from wechatsim.faults import FaultConfig
 
 __all__ = ["SimConfig"]
@@ -16,7 +17,9 @@ class SimConfig:
     """What the simulated account accepts; `repr` leaves the app secrets out.
 
     `minute_quota` and `qps` 0 mean no limit. `faults` are in force at start and after `POST /sim/reset`;
-    `callback` says where finish events go (None: nowhere). Raises ValueError for an impossible combination.
+    `callback` says where finish events go (None: nowhere). `templates` gives an app its own templates
+    (WeChat template ids belong to one account); an app not in it knows the shipped ones. Raises ValueError
+    for an impossible combination.
     """
 
     apps: dict[str, str] = field(default_factory=default_apps, repr=False)
@@ -29,6 +32,7 @@ class SimConfig:
     qps: int = 0
     faults: FaultConfig = field(default_factory=FaultConfig)
     callback: CallbackConfig | None = None
+    templates: Mapping[str, tuple[Template, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.apps:
@@ -39,3 +43,6 @@ class SimConfig:
             raise ValueError(f"token_overlap_s must be in [0, token_ttl_s), got {self.token_overlap_s}")
         if min(self.dedup_window_s, self.daily_quota, self.minute_quota, self.qps) < 0:
             raise ValueError("dedup_window_s, daily_quota, minute_quota and qps must be >= 0")
+        unknown = sorted(set(self.templates) - set(self.apps))
+        if unknown:
+            raise ValueError(f"templates: {unknown[0]} is not one of the apps")

@@ -13,6 +13,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from wechatsim import errcodes
+from wechatsim.catalog import template_from_json
 from wechatsim.faults import FaultError, parse_faults
 from wechatsim.send import send_template, token_errcode
 from wechatsim.state import SimState
@@ -137,20 +138,45 @@ async def template_send(request: web.Request) -> web.Response:
 async def templates(request: web.Request) -> web.Response:
     """The account's templates, for a valid access token."""
     state = request.app[STATE_KEY]
-    errcode = token_errcode(state, request.query.get("access_token"))
+    token = request.query.get("access_token")
+    errcode = token_errcode(state, token)
     if errcode is not None:
         return json_response(errcodes.error_body(errcode, state.clock()))
-    return json_response({"template_list": [t.to_json() for t in state.templates.values()]})
+    _, appid = state.tokens.check(token or "", state.clock())
+    listed = state.templates_of(appid or "").values()
+    return json_response({"template_list": [t.to_json() for t in listed]})
+
+
+@routes.post("/sim/templates")
+async def set_templates(request: web.Request) -> web.Response:
+    """Give one app its own templates `{"appid", "templates": [{template_id, title, ..., content}]}`
+    (replacing the shipped ones for it): sends of another app's template ids answer 40037."""
+    state = request.app[STATE_KEY]
+    payload = await _read_json_object(request)
+    appid, entries = _configured_app(state, payload.get("appid")), payload.get("templates")
+    if not isinstance(entries, list) or not entries:
+        raise BadRequest("templates must be a non-empty list of templates")
+    try:
+        templates = [template_from_json(entry) for entry in entries]
+    except TypeError as exc:
+        raise BadRequest(str(exc)) from None
+    state.app_templates[appid] = {t.template_id: t for t in templates}
+    return json_response({"status": "ok", "appid": appid, "templates": len(templates)})
 
 
 @routes.get("/sim/messages")
 async def messages(request: web.Request) -> web.Response:
-    """Delivered messages in arrival order (one per dedup key), all or only those of `?touser=`."""
+    """Delivered messages in arrival order (one per dedup key), all or only those of `?touser=` and of
+    `?appid=` (the sending app)."""
     state = request.app[STATE_KEY]
-    touser = request.query.get("touser")
-    if touser is not None and not touser:
-        raise BadRequest("touser must not be empty")
-    found = [m for m in state.messages if touser is None or m.touser == touser]
+    touser, appid = request.query.get("touser"), request.query.get("appid")
+    if (touser is not None and not touser) or (appid is not None and not appid):
+        raise BadRequest("touser and appid must not be empty")
+    found = [
+        m
+        for m in state.messages
+        if (touser is None or m.touser == touser) and (appid is None or m.appid == appid)
+    ]
     return json_response({"messages": [m.to_json() for m in found]})
 
 
@@ -166,28 +192,48 @@ async def reset(request: web.Request) -> web.Response:
     return json_response({"status": "ok"})
 
 
+def _configured_app(state: SimState, appid: object) -> str:
+    if not isinstance(appid, str) or appid not in state.config.apps:
+        raise BadRequest("appid is not a configured app")
+    return appid
+
+
+def _faults_app(request: web.Request) -> str | None:
+    """`?appid=`: the app whose own fault set is meant (absent: the global set)."""
+    appid = request.query.get("appid")
+    return None if appid is None else _configured_app(request.app[STATE_KEY], appid)
+
+
 @routes.get("/sim/faults")
 async def get_faults(request: web.Request) -> web.Response:
-    return json_response(request.app[STATE_KEY].faults.config.to_json())
+    """The faults in force: the global set, or with `?appid=` that app's (its own, else the global)."""
+    return json_response(request.app[STATE_KEY].faults_for(_faults_app(request)).config.to_json())
 
 
 @routes.put("/sim/faults")
 async def put_faults(request: web.Request) -> web.Response:
-    """Replace the faults in force (see `faults` for the shape); answers the new config."""
+    """Replace the faults in force (see `faults` for the shape); answers the new config. With `?appid=`
+    the set is that app's own, in force for its calls instead of the global set (until `POST /sim/reset`)."""
     state = request.app[STATE_KEY]
+    appid = _faults_app(request)
     try:
         config = parse_faults(await _read_json_object(request))
     except FaultError as exc:
         raise BadRequest(str(exc)) from None
-    state.faults.set(config)
+    if appid is None:
+        injector = state.faults
+        injector.set(config)
+    else:
+        injector = state.set_app_faults(appid, config)
     logger.info(
-        "faults set: outage=%s script_steps=%d http_5xx_rate=%s errcodes=%s",
+        "faults set%s: outage=%s script_steps=%d http_5xx_rate=%s errcodes=%s",
+        "" if appid is None else f" for {appid}",
         config.outage,
         len(config.script),
         config.http_5xx_rate,
         sorted(config.errcode_rates),
     )
-    return json_response(state.faults.config.to_json())
+    return json_response(injector.config.to_json())
 
 
 async def _toggle(request: web.Request, members: set[str], *, add: bool) -> None:

@@ -90,8 +90,8 @@ def _validate(state: SimState, appid: str, payload: Mapping[str, object]) -> Del
     url, client_msg_id = _optional_str(payload, "url"), _optional_str(payload, "client_msg_id")
     if not isinstance(touser, str) or not isinstance(template_id, str) or not isinstance(data, dict):
         raise _Reject(errcodes.DATA_FORMAT)
-    template = state.templates.get(template_id)
-    if template is None:
+    template = state.templates_of(appid).get(template_id)
+    if template is None:  # another account's template id is unknown to this one
         raise _Reject(errcodes.INVALID_TEMPLATE_ID)
     if _OPENID_RE.match(touser) is None:
         raise _Reject(errcodes.INVALID_OPENID)
@@ -101,13 +101,14 @@ def _validate(state: SimState, appid: str, payload: Mapping[str, object]) -> Del
     problem = check_data(template.keys, data)
     if problem is not None:
         raise _Reject(errcodes.ARGUMENT_INVALID, problem)
-    return DeliveredMessage(touser, template_id, client_msg_id or None, 0, data, url, 0.0)
+    return DeliveredMessage(touser, template_id, client_msg_id or None, 0, data, url, 0.0, appid)
 
 
 def _accept(state: SimState, appid: str, message: DeliveredMessage) -> int:
     """Quotas, then dedup, then delivery; returns the msgid to answer."""
     now_s = state.clock()
-    over_quota = state.quotas.take(appid, now_s, state.daily_quota(), state.minute_quota(), state.qps())
+    quotas = state.daily_quota(appid), state.minute_quota(appid), state.qps(appid)
+    over_quota = state.quotas.take(appid, now_s, *quotas)
     if over_quota is not None:
         raise _Reject(over_quota)
     key = None if message.client_msg_id is None else (appid, message.touser, message.client_msg_id)
@@ -127,16 +128,16 @@ def _accept(state: SimState, appid: str, message: DeliveredMessage) -> int:
 def send_template(state: SimState, token: str | None, body: bytes) -> Answer:
     """Answer one `POST /cgi-bin/message/template/send` as WeChat would, updating the state.
 
-    Order: token (41001, 42001, 40001), body (47001), template (40037), openid (40003 malformed or of
-    another app), follower (43019 blacklisted, 43004 unsubscribed), data (47003); then the injected fault
-    (a reset is not processed); then quotas (45009, 45011 per minute or past the QPS); then dedup and
-    delivery.
+    Order: token (41001, 42001, 40001), body (47001), template of this app (40037), openid (40003 malformed
+    or of another app), follower (43019 blacklisted, 43004 unsubscribed), data (47003); then the injected
+    fault (the app's own set, else the global one; a reset is not processed); then quotas (45009, 45011 per
+    minute or past the QPS); then dedup and delivery.
     """
     delay_s, appid = 0.0, None
     try:
         appid = _appid_for(state, token)
         message = _validate(state, appid, _payload(body))
-        fault = state.faults.decide()
+        fault = state.faults_for(appid).decide()
         delay_s = fault.delay_s
         if fault.reset:
             return Answer(None, 0, delay_s, reset=True, appid=appid)

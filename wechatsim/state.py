@@ -14,7 +14,7 @@ from wechatsim import errcodes
 from wechatsim.callback import CallbackConfig, CallbackPoster, CallbackStats, FinishEvent
 from wechatsim.catalog import Template, load_templates
 from wechatsim.config import SimConfig
-from wechatsim.faults import FaultInjector
+from wechatsim.faults import FaultConfig, FaultInjector
 
 __all__ = [
     "AppStats",
@@ -215,6 +215,8 @@ class QuotaCounter:
 
 @dataclass(frozen=True, slots=True)
 class DeliveredMessage:
+    """What reached a user; `appid` (the sending account) filters `/sim/messages` and is not in the JSON."""
+
     touser: str
     template_id: str
     client_msg_id: str | None
@@ -222,6 +224,7 @@ class DeliveredMessage:
     data: dict[str, object]
     url: str | None
     received_at: float
+    appid: str = ""
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -289,7 +292,12 @@ class Stats:
 
 
 class SimState:
-    """Everything the simulator remembers; `reset()` keeps only the apps and templates."""
+    """Everything the simulator remembers; `reset()` keeps only the apps and templates.
+
+    Each app knows the shipped templates unless it has its own (`SimConfig.templates`, `POST /sim/templates`):
+    WeChat template ids belong to one account. Faults are global unless an app has its own set
+    (`PUT /sim/faults?appid=`), which replaces the global set for that app's calls.
+    """
 
     def __init__(self, config: SimConfig, clock: Clock = time.time) -> None:
         self.config = config
@@ -300,6 +308,10 @@ class SimState:
         self.quotas = QuotaCounter()
         self.faults = FaultInjector(config.seed, clock)
         self.faults.set(config.faults)
+        self.app_faults: dict[str, FaultInjector] = {}
+        self.app_templates = {
+            appid: {t.template_id: t for t in templates} for appid, templates in config.templates.items()
+        }
         self.unsubscribed: set[str] = set()
         self.blocked: set[str] = set()
         self.openid_apps: dict[str, str] = {}
@@ -313,21 +325,36 @@ class SimState:
         self._next_msgid += 1
         return msgid
 
-    def daily_quota(self) -> int:
-        override = self.faults.quota_overrides[0]
+    def faults_for(self, appid: str | None) -> FaultInjector:
+        """The faults in force for `appid`'s calls: its own set if it has one, else the global one."""
+        return self.faults if appid is None else self.app_faults.get(appid, self.faults)
+
+    def set_app_faults(self, appid: str, config: FaultConfig) -> FaultInjector:
+        """Give `appid` its own fault set (random source seeded like the global one's)."""
+        injector = FaultInjector(self.config.seed, self.clock)
+        injector.set(config)
+        self.app_faults[appid] = injector
+        return injector
+
+    def templates_of(self, appid: str) -> dict[str, Template]:
+        """The templates `appid` may send: its own, else the shipped ones."""
+        return self.app_templates.get(appid, self.templates)
+
+    def daily_quota(self, appid: str | None = None) -> int:
+        override = self.faults_for(appid).quota_overrides[0]
         return self.config.daily_quota if override is None else override
 
-    def minute_quota(self) -> int:
-        override = self.faults.quota_overrides[1]
+    def minute_quota(self, appid: str | None = None) -> int:
+        override = self.faults_for(appid).quota_overrides[1]
         return self.config.minute_quota if override is None else override
 
-    def qps(self) -> int:
-        override = self.faults.qps_override
+    def qps(self, appid: str | None = None) -> int:
+        override = self.faults_for(appid).qps_override
         return self.config.qps if override is None else override
 
-    def callback(self) -> CallbackConfig | None:
+    def callback(self, appid: str | None = None) -> CallbackConfig | None:
         """Where finish events go: the faults' callback section, else the configured one."""
-        return self.faults.callback or self.config.callback
+        return self.faults_for(appid).callback or self.config.callback
 
     def openid_errcode(self, appid: str, openid: str) -> int | None:
         """40003 for an openid registered to another app; 43019 blacklisted; 43004 unsubscribed.
@@ -348,10 +375,10 @@ class SimState:
         self.messages.append(message)
         self.stats.delivered += 1
         self.stats.app(appid).delivered += 1
-        callback = self.callback()
+        callback = self.callback(appid)
         if callback is None or callback.url is None:
             return
-        rng = self.faults.callback_rng
+        rng = self.faults_for(appid).callback_rng
         status = callback.status_for(rng.random())
         twice = bool(callback.duplicate_rate) and rng.random() < callback.duplicate_rate
         event = FinishEvent(callback, appid, message.touser, message.msgid, status, int(message.received_at))
@@ -365,6 +392,7 @@ class SimState:
         self.dedup.clear()
         self.quotas.clear()
         self.faults.set(self.config.faults)
+        self.app_faults.clear()
         self.unsubscribed.clear()
         self.blocked.clear()
         self.openid_apps.clear()

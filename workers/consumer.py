@@ -1,84 +1,221 @@
-"""Reading the delivery streams: new entries by XREADGROUP, stale ones of dead consumers by XAUTOCLAIM.
+"""Reading streams through a consumer group: new entries by XREADGROUP, stale ones by XAUTOCLAIM.
 
-Deliveries run as tasks the consumer owns, at most `concurrency` at once (a read over several shards may start
-up to shards - 1 more, whose slots it takes back before reading again); `drain` waits for them on shutdown
-and cancels what outlives the deadline (those entries stay pending and are reclaimed by another worker).
+Entries are handled as tasks the consumer owns, at most `concurrency` at once (a read over several streams may
+start up to streams - 1 more, whose slots it takes back before reading again); `drain` waits for them on
+shutdown and cancels what outlives the deadline (those entries stay pending and are reclaimed by another
+worker). Streams come in tiers: a tier with entries waiting is read before the tiers after it, so critical
+events overtake a backlog; each read takes only as many entries as there are free slots.
+
+On one Redis a read names every stream of a tier in one XREADGROUP. On a Redis Cluster one XREADGROUP may
+only name streams of one slot, i.e. of one shard, so a read is one XREADGROUP per shard, sent concurrently
+(free slots shared out between the shards, so none starves), tier by tier; when every shard is empty the
+consumer blocks on one shard at a time, in rotation, for at most `CLUSTER_IDLE_BLOCK_MS`: an entry arriving
+on another shard of an idle system waits at most that long. A shard whose node fails is left out for
+`REDIS_RETRY_S` while the other shards are read on.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import cast
 
-from redis.asyncio import Redis
+from prometheus_client import Gauge
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
-from gateway.core import keys, metrics
+from gateway.core import metrics
+from gateway.core.redis import RedisClient
 from gateway.core.settings import Settings
-from workers.delivery import Deliverer, Entry
 
 log = logging.getLogger(__name__)
 _Batch = list[tuple[str, list[tuple[str, dict[str, str]]]]]
 REDIS_RETRY_S = 1.0
+CLUSTER_IDLE_BLOCK_MS = 50
+Handler = Callable[[int, str, dict[str, str]], Awaitable[None]]  # (shard, entry id, fields)
+
+
+@dataclass(frozen=True)
+class Streams:
+    """What a consumer reads: one group on streams (name -> shard) in tiers, the first tier first."""
+
+    group: str
+    tiers: tuple[dict[str, int], ...]
+
+    def all(self) -> dict[str, int]:
+        return {stream: shard for tier in self.tiers for stream, shard in tier.items()}
+
+
+def by_shard(streams: dict[str, int]) -> dict[int, list[str]]:
+    """The streams of each shard (they share the shard's hash tag, so one XREADGROUP may name them all)."""
+    grouped: dict[int, list[str]] = {}
+    for stream, shard in streams.items():
+        grouped.setdefault(shard, []).append(stream)
+    return grouped
+
+
+@dataclass(frozen=True)
+class Limits:
+    concurrency: int
+    read_batch: int
+    reclaim_idle_s: int
+    redis_timeout_s: float
+
+    @staticmethod
+    def of(settings: Settings, concurrency: int) -> Limits:
+        return Limits(concurrency, settings.read_batch, settings.reclaim_idle_s, settings.redis_timeout_s)
 
 
 class Consumer:
-    def __init__(self, settings: Settings, redis: Redis, deliverer: Deliverer, name: str) -> None:
-        self._settings = settings
+    def __init__(
+        self,
+        redis: RedisClient,
+        name: str,
+        streams: Streams,
+        handle: Handler,
+        limits: Limits,
+        inflight: Gauge,
+    ) -> None:
         self._redis = redis
-        self._deliverer = deliverer
+        self._inflight_gauge = inflight
         self.name = name
+        self._group = streams.group
+        self._tiers = streams.tiers
+        self._streams = streams.all()
+        self._handle = handle
+        self._limits = limits
         self._inflight: set[asyncio.Task[None]] = set()
-        self._slots = asyncio.Semaphore(settings.worker_concurrency)
-        self._streams = {keys.stream(shard): shard for shard in range(settings.shards)}
-        self.delivered = 0
+        self._slots = asyncio.Semaphore(limits.concurrency)
+        self.handled = 0
         # a blocking read must return before the client's socket timeout (the Redis deadline) fires
-        self._block_ms = max(1, int(settings.redis_timeout_s * 500))
+        self._block_ms = max(1, int(limits.redis_timeout_s * 500))
+        self._cluster = isinstance(redis, RedisCluster)
+        self._rotation = itertools.cycle(sorted(by_shard(self._streams)))
+        self._shard_down_until: dict[int, float] = {}  # monotonic s: a cluster shard left out after a failure
 
     async def read_loop(self, stopping: asyncio.Event) -> None:
         """Read new entries until `stopping` is set."""
         while not stopping.is_set():
             taken = await self._take_slots()
-            # COUNT applies to each stream, so the free slots are shared out between the shards' streams
-            per_stream = -(-taken // len(self._streams))
             try:
-                batch = await self._redis.xreadgroup(
-                    keys.GROUP,
-                    self.name,
-                    dict.fromkeys(self._streams, ">"),
-                    count=per_stream,
-                    block=self._block_ms,
-                )
+                batch = await self._read(taken)
             except (RedisError, OSError) as exc:
                 self._release(taken)
                 await _pause_after(exc, "read")
                 continue
-            started = self._start(cast(_Batch, batch))
+            started = self._start(batch)
             if started > taken:  # rounding up started a few more than were free: take their slots back
                 for _ in range(started - taken):
                     await self._slots.acquire()
             else:
                 self._release(taken - started)
 
+    async def _read(self, count: int) -> _Batch:
+        """Up to about `count` new entries: from the first tier that has some, else a blocking read of all."""
+        if self._cluster:
+            return await self._read_cluster(count)
+        for tier in self._tiers[:-1]:
+            if batch := await self._read_streams(tier, count, block_ms=None):
+                return batch
+        return await self._read_streams(self._streams, count, block_ms=self._block_ms)
+
+    async def _read_streams(self, streams: dict[str, int], count: int, block_ms: int | None) -> _Batch:
+        # COUNT applies to each stream, so the free slots are shared out between the streams
+        per_stream = -(-count // len(streams))
+        batch = await self._redis.xreadgroup(
+            self._group, self.name, dict.fromkeys(streams, ">"), count=per_stream, block=block_ms
+        )
+        return cast(_Batch, batch or [])
+
+    async def _read_cluster(self, count: int) -> _Batch:
+        """`_read` on a cluster: each tier by one XREADGROUP per shard, concurrently; when all are empty, a
+        short blocking read of the next shard in rotation (all its streams)."""
+        for tier in self._tiers:
+            if batch := await self._read_shards(by_shard(tier), count):
+                return batch
+        shard = self._next_shard()
+        streams = dict.fromkeys(by_shard(self._streams)[shard], shard)
+        block_ms = min(self._block_ms, CLUSTER_IDLE_BLOCK_MS)
+        try:
+            return await self._read_streams(streams, count, block_ms=block_ms)
+        except (RedisError, OSError):
+            self._shard_failed(shard)
+            raise
+
+    async def _read_shards(self, shards: dict[int, list[str]], count: int) -> _Batch:
+        """One non-blocking XREADGROUP per shard that is not left out, concurrently, each bounded by the
+        Redis deadline. A failed shard is left out for a while; raises only when every shard failed."""
+        now = time.monotonic()
+        up = {
+            shard: streams for shard, streams in shards.items() if self._shard_down_until.get(shard, 0) <= now
+        }
+        if not up:
+            raise RedisError("every shard's Redis node failed recently")
+        per_shard = -(-count // len(up))
+        answers = await asyncio.gather(
+            *(self._bounded_read(dict.fromkeys(streams, shard), per_shard) for shard, streams in up.items()),
+            return_exceptions=True,
+        )
+        batch: _Batch = []
+        failed: list[BaseException] = []
+        for shard, answer in zip(up, answers, strict=True):
+            if isinstance(answer, RedisError | OSError):
+                self._shard_failed(shard)
+                failed.append(answer)
+            elif isinstance(answer, BaseException):
+                raise answer
+            else:
+                batch.extend(answer)
+        if len(failed) == len(up):
+            raise failed[0]
+        return batch
+
+    async def _bounded_read(self, streams: dict[str, int], count: int) -> _Batch:
+        async with asyncio.timeout(self._limits.redis_timeout_s):
+            return await self._read_streams(streams, count, block_ms=None)
+
+    def _next_shard(self) -> int:
+        """The next shard in rotation that is not left out (any, if all are)."""
+        now = time.monotonic()
+        shard = next(self._rotation)
+        for _ in range(len(self._shard_down_until)):
+            if self._shard_down_until.get(shard, 0) <= now:
+                break
+            shard = next(self._rotation)
+        return shard
+
+    def _shard_failed(self, shard: int) -> None:
+        self._shard_down_until[shard] = time.monotonic() + REDIS_RETRY_S
+
     async def reclaim_loop(self, stopping: asyncio.Event) -> None:
         """Every half visibility timeout, claim entries idle longer than it in any consumer's pending list."""
-        interval_s = self._settings.reclaim_idle_s / 2
+        interval_s = self._limits.reclaim_idle_s / 2
         while not stopping.is_set():
-            try:
-                for stream, shard in self._streams.items():
+            failed: BaseException | None = None
+            for stream, shard in self._streams.items():  # a failed stream (its node down) spares the others
+                try:
                     await self._reclaim(stream, shard)
-            except (RedisError, OSError) as exc:
-                await _pause_after(exc, "reclaim")
+                except (RedisError, OSError) as exc:
+                    failed = exc
+            if failed is not None:
+                await _pause_after(failed, "reclaim")
             await _wait(stopping, interval_s)
 
     async def _reclaim(self, stream: str, shard: int) -> None:
         cursor = "0-0"
         while True:
             taken = await self._take_slots()
-            cursor, entries, *_ = await self._redis.xautoclaim(
-                stream, keys.GROUP, self.name, self._settings.reclaim_idle_s * 1000, cursor, count=taken
-            )
+            try:
+                cursor, entries, *_ = await self._redis.xautoclaim(
+                    stream, self._group, self.name, self._limits.reclaim_idle_s * 1000, cursor, count=taken
+                )
+            except BaseException:
+                self._release(taken)  # else every failed claim would shrink the concurrency for good
+                raise
             metrics.RECLAIMED.inc(len(entries))
             started = self._start([(stream, entries)])
             self._release(taken - started)
@@ -99,7 +236,7 @@ class Consumer:
         """Wait for one free delivery slot, then take as many more as are free (up to a read batch)."""
         await self._slots.acquire()
         taken = 1
-        while taken < self._settings.read_batch and not self._slots.locked():
+        while taken < self._limits.read_batch and not self._slots.locked():
             await self._slots.acquire()
             taken += 1
         return taken
@@ -108,29 +245,30 @@ class Consumer:
         for _ in range(count):
             self._slots.release()
 
-    def _start(self, batch: _Batch | None) -> int:
+    def _start(self, batch: _Batch) -> int:
         started = 0
-        for stream, entries in batch or []:
+        for stream, entries in batch:
             shard = self._streams[stream]
             for entry_id, fields in entries:
-                entry = Entry(shard, entry_id, fields)
-                task = asyncio.create_task(self._run(entry), name=f"deliver-{entry_id}")
+                work = self._run(shard, entry_id, fields)
+                task = asyncio.create_task(work, name=f"{self._group}-{entry_id}")
                 self._inflight.add(task)
                 task.add_done_callback(self._inflight.discard)
                 started += 1
         return started
 
-    async def _run(self, entry: Entry) -> None:
-        metrics.INFLIGHT.inc()
+    async def _run(self, shard: int, entry_id: str, fields: dict[str, str]) -> None:
+        inflight = self._inflight_gauge
+        inflight.inc()
         try:
-            await self._deliverer.deliver(entry)
-            self.delivered += 1
+            await self._handle(shard, entry_id, fields)
+            self.handled += 1
         except (RedisError, OSError) as exc:
-            log.warning("delivery left pending for reclaim: %s", type(exc).__name__)
+            log.warning("%s entry left pending for reclaim: %s", self._group, type(exc).__name__)
         except Exception:
-            log.exception("delivery failed unexpectedly; entry left pending for reclaim")
+            log.exception("%s entry failed unexpectedly; left pending for reclaim", self._group)
         finally:
-            metrics.INFLIGHT.dec()
+            inflight.dec()
             self._slots.release()
 
 

@@ -10,25 +10,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
-from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
 from gateway.core import clock, keys, metrics
 from gateway.core.coalesce import Coalescer
 from gateway.core.event import Event
 from gateway.core.logs import bound
-from gateway.core.redis import text_map
+from gateway.core.redis import AnyPipeline, RedisClient, text_map
 from gateway.core.scripts import Scripts
 from gateway.core.settings import Settings
 from gateway.core.status import EventStatus
 from workers.backoff import backoff_s
 from workers.breaker import Breaker
+from workers.consumer import Consumer, Limits, Streams
 from workers.render import SHANGHAI, RenderError, Templates, render_digest, render_event
 from workers.token import TokenCache
 from workers.wechat import Answer, Outcome, TokenError, Verdict, Wait, WeChatClient, classify
@@ -63,6 +63,14 @@ class Entry:
         return self.fields["cid"]
 
     @property
+    def critical(self) -> bool:
+        return self.fields.get("pri") == "critical"
+
+    @property
+    def stream(self) -> str:
+        return keys.stream(self.shard, self.critical)
+
+    @property
     def attempts(self) -> int:
         return int(self.fields.get("att", "0"))
 
@@ -95,28 +103,40 @@ class Entry:
 
 @dataclass(frozen=True)
 class Sender:
-    """What a delivery needs to reach WeChat."""
+    """What a delivery needs to reach one WeChat official account: its client, token cache, circuit
+    (the breaker keyed by `appid`) and template ids (None: the Deliverer's, the default account's)."""
 
     client: WeChatClient
     tokens: TokenCache
     breaker: Breaker
     appid: str
+    templates: Templates | None = None
+
+
+def delivery_consumer(settings: Settings, redis: RedisClient, deliverer: Deliverer, name: str) -> Consumer:
+    """The consumer of every shard's delivery streams: the critical streams first."""
+    shards = range(settings.shards)
+    tiers = tuple({keys.stream(shard, critical): shard for shard in shards} for critical in (True, False))
+    limits = Limits.of(settings, settings.worker_concurrency)
+    return Consumer(redis, name, Streams(keys.GROUP, tiers), deliverer.handle, limits, metrics.INFLIGHT)
 
 
 class Deliverer:
     def __init__(
         self,
         settings: Settings,
-        redis: Redis,
+        redis: RedisClient,
         scripts: Scripts,
         sender: Sender,
         templates: Templates,
         uniform: Callable[[float, float], float] = random.uniform,
+        accounts: Sequence[Sender] = (),
     ) -> None:
         self._settings = settings
         self._redis = redis
         self._scripts = scripts
-        self._sender = sender
+        self._sender = sender  # the default account: bindings without an appid
+        self._senders = {account.appid: account for account in (*accounts, sender)}
         self._templates = templates
         self._uniform = uniform
         # deliveries running at once share Redis round trips for their lookups and their outcomes
@@ -128,24 +148,33 @@ class Deliverer:
         await self._outcomes.close()
         await self._lookups.close()
 
+    async def handle(self, shard: int, entry_id: str, fields: dict[str, str]) -> None:
+        """The consumer's handler of a delivery stream entry."""
+        await self.deliver(Entry(shard, entry_id, fields))
+
     async def deliver(self, entry: Entry) -> None:
         """Take the entry to its next state. Raises only for Redis failures (the entry stays pending)."""
         with bound(event_id=entry.message_id):
             statuses, binding = await self._lookup(entry)
             if all(status is not None and EventStatus(status).is_final for status in statuses):
                 # the delivered-ledger: a reclaimed entry whose records are final is only acknowledged
-                await self._redis.xack(keys.stream(entry.shard), keys.GROUP, entry.entry_id)
+                await self._redis.xack(entry.stream, keys.GROUP, entry.entry_id)
                 return
             if binding.get("status") != "active":
                 reason = "no_binding" if not binding else f"binding_{binding.get('status')}"
                 await self._finish(entry, EventStatus.NO_BINDING, entry.attempts, error=reason)
                 return
+            sender = self._senders.get(binding.get("appid") or self._sender.appid)
+            if sender is None:  # never through another account: replay once the account is configured
+                error = f"unknown_appid: {binding['appid']}"
+                await self._finish(entry, EventStatus.DEAD_LETTERED, entry.attempts, error=error)
+                return
             try:
-                message = self._render(entry, binding["openid"])
+                message = self._render(entry, binding["openid"], sender.templates or self._templates)
             except (RenderError, KeyError, ValueError) as exc:
                 await self._finish(entry, EventStatus.DEAD_LETTERED, entry.attempts, error=f"render: {exc}")
                 return
-            await self._send(entry, message, binding["openid"])
+            await self._send(entry, message, binding["openid"], sender)
 
     async def _lookup(self, entry: Entry) -> tuple[list[str | None], dict[str, str]]:
         """The statuses of the entry's records and the customer's binding, in a shared round trip."""
@@ -153,14 +182,14 @@ class Deliverer:
         return statuses, text_map(binding)
 
     @staticmethod
-    async def _queue_lookup(pipe: Pipeline, entry: Entry) -> int:
+    async def _queue_lookup(pipe: AnyPipeline, entry: Entry) -> int:
         records = entry.records()
         for record in records:
             pipe.hget(record, "status")
         pipe.hgetall(keys.binding(entry.customer_id))
         return len(records) + 1
 
-    async def _queue_outcome(self, pipe: Pipeline, finish: dict[str, Any]) -> int:
+    async def _queue_outcome(self, pipe: AnyPipeline, finish: dict[str, Any]) -> int:
         args = {name: value for name, value in finish.items() if name not in _INDEX_ONLY}
         queued = 0
         if args["status"] is EventStatus.DELIVERED and args["msgid"]:
@@ -173,14 +202,14 @@ class Deliverer:
         await self._scripts.finish(pipe, **args)
         return queued + 1
 
-    def _render(self, entry: Entry, openid: str) -> dict[str, Any]:
+    @staticmethod
+    def _render(entry: Entry, openid: str, templates: Templates) -> dict[str, Any]:
         events = entry.events()
         if entry.is_digest:
-            return render_digest(self._templates, entry.message_id, events, openid)
-        return render_event(self._templates, events[0], openid)
+            return render_digest(templates, entry.message_id, events, openid)
+        return render_event(templates, events[0], openid)
 
-    async def _send(self, entry: Entry, message: dict[str, Any], openid: str) -> None:
-        sender = self._sender
+    async def _send(self, entry: Entry, message: dict[str, Any], openid: str, sender: Sender) -> None:
         wait_s = sender.breaker.blocked_for_s(sender.appid)
         if wait_s > 0:
             await self._defer(entry, wait_s)
@@ -188,37 +217,44 @@ class Deliverer:
         attempt = entry.attempts + 1
         started = clock.now_ms()
         try:
-            answer = await self._send_with_token(message)
+            answer = await self._send_with_token(message, sender)
         except TokenError as exc:
             answer = exc.answer
         verdict = classify(answer)
-        self._count(verdict, answer)
-        with bound(attempt=str(attempt), errcode=answer.label, elapsed_ms=str(clock.now_ms() - started)):
-            await self._apply(entry, attempt, verdict, answer, openid)
+        self._count(verdict, answer, sender)
+        elapsed_ms = str(clock.now_ms() - started)
+        with bound(appid=sender.appid, attempt=str(attempt), errcode=answer.label, elapsed_ms=elapsed_ms):
+            await self._apply(entry, attempt, verdict, answer, openid, sender)
 
-    async def _send_with_token(self, message: dict[str, Any]) -> Answer:
+    @staticmethod
+    async def _send_with_token(message: dict[str, Any], sender: Sender) -> Answer:
         """Send; on a token error refresh the token (if ours is the stored one) and send once more at once."""
-        tokens = self._sender.tokens
+        tokens = sender.tokens
         token = await tokens.get()
-        answer = await self._sender.client.send_template(token, message)
+        answer = await sender.client.send_template(token, message)
         if classify(answer).outcome is Outcome.REFRESH_TOKEN:
             await tokens.invalidate(token)
-            answer = await self._sender.client.send_template(await tokens.get(), message)
+            answer = await sender.client.send_template(await tokens.get(), message)
         return answer
 
-    def _count(self, verdict: Verdict, answer: Answer) -> None:
-        breaker, appid = self._sender.breaker, self._sender.appid
+    @staticmethod
+    def _count(verdict: Verdict, answer: Answer, sender: Sender) -> None:
+        breaker, appid = sender.breaker, sender.appid
         if verdict.outcome is Outcome.DELIVERED:
             breaker.succeeded(appid)
         elif verdict.breaker_failure:
             breaker.failed(appid)
         metrics.DELIVERIES.labels(verdict.outcome.value, answer.label).inc()
+        metrics.ACCOUNT_DELIVERIES.labels(appid, verdict.outcome.value).inc()
 
-    async def _apply(self, entry: Entry, attempt: int, verdict: Verdict, answer: Answer, openid: str) -> None:
+    async def _apply(
+        self, entry: Entry, attempt: int, verdict: Verdict, answer: Answer, openid: str, sender: Sender
+    ) -> None:
         outcome = verdict.outcome
         if outcome is Outcome.DELIVERED:
             await self._finish(entry, EventStatus.DELIVERED, attempt, msgid=answer.msgid or "")
-            metrics.DELIVERY_LATENCY.observe(max(0, clock.now_ms() - entry.accepted_ms) / 1000)
+            latency = metrics.CRITICAL_DELIVERY_LATENCY if entry.critical else metrics.DELIVERY_LATENCY
+            latency.observe(max(0, clock.now_ms() - entry.accepted_ms) / 1000)
         elif outcome is Outcome.PERMANENT:
             await self._finish(entry, EventStatus.FAILED, attempt, error=answer.label)
             if verdict.binding_state:
@@ -226,14 +262,14 @@ class Deliverer:
         elif outcome is Outcome.DEAD_LETTER:
             await self._finish(entry, EventStatus.DEAD_LETTERED, attempt, error=answer.label)
         else:
-            await self._retry(entry, attempt, answer.label, verdict.wait)
+            await self._retry(entry, attempt, answer.label, verdict.wait, sender)
 
-    async def _retry(self, entry: Entry, attempt: int, reason: str, wait: Wait) -> None:
+    async def _retry(self, entry: Entry, attempt: int, reason: str, wait: Wait, sender: Sender) -> None:
         s = self._settings
         if attempt >= s.max_attempts:
             await self._finish(entry, EventStatus.DEAD_LETTERED, attempt, error=f"max_attempts: {reason}")
             return
-        delay_s = self._delay_s(attempt, wait)
+        delay_s = self._delay_s(attempt, wait, sender)
         await self._schedule(entry, attempt, delay_s, reason)
 
     async def _defer(self, entry: Entry, wait_s: float) -> None:
@@ -248,17 +284,19 @@ class Deliverer:
         await self._finish(entry, EventStatus.RETRYING, attempts, error=reason, due_ms=due_ms)
         metrics.RETRIES.labels(reason).inc()
 
-    def _delay_s(self, attempt: int, wait: Wait) -> float:
-        s, now = self._settings, datetime.now(SHANGHAI)
+    def _delay_s(self, attempt: int, wait: Wait, sender: Sender | None = None) -> float:
+        """The retry's delay; a daily quota or a suspension also pauses the account's circuit (`sender`,
+        by default the default account's)."""
+        s, now, sender = self._settings, datetime.now(SHANGHAI), sender or self._sender
         if wait is Wait.NEXT_MINUTE:
             return 60 - now.second + self._uniform(0.0, 5.0)
         if wait is Wait.QUOTA_RESET:
             midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
             delay_s = (midnight - now).total_seconds() + self._uniform(0.0, 60.0)
-            self._sender.breaker.pause(self._sender.appid, delay_s, "daily quota reached")
+            sender.breaker.pause(sender.appid, delay_s, "daily quota reached")
             return delay_s
         if wait is Wait.SUSPEND:
-            self._sender.breaker.pause(self._sender.appid, SUSPEND_S, "account suspended or no permission")
+            sender.breaker.pause(sender.appid, SUSPEND_S, "account suspended or no permission")
             return SUSPEND_S + self._uniform(0.0, 10.0)
         return backoff_s(attempt, s.retry_base_s, s.retry_cap_s, self._uniform)
 
@@ -280,6 +318,7 @@ class Deliverer:
         # shielded: once WeChat answered, the outcome must be recorded even if this task is cancelled
         finish = {
             "shard": entry.shard,
+            "critical": entry.critical,
             "entry_id": entry.entry_id,
             "records": entry.records(),
             "status": status,

@@ -3,6 +3,8 @@
 Every worker samples every `QUEUE_SAMPLE_S` and publishes through `metrics.QUEUE`, so the backlog gauges
 are what Redis holds. With several workers each reports the same figures: dashboards and alerts take
 `max by (shard)`. Ages use Redis `TIME`, so a skewed worker clock does not make a backlog look old.
+On a Redis Cluster each shard's figures come from the node owning its slot, and the Redis health from every
+primary: memory of the fullest one, commands and clients summed, AOF and eviction as the weakest one says.
 """
 
 from __future__ import annotations
@@ -11,10 +13,11 @@ import asyncio
 import logging
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from gateway.core import keys, metrics
+from gateway.core.redis import RedisClient
 from workers.consumer import _wait
 
 log = logging.getLogger(__name__)
@@ -24,7 +27,7 @@ LAG_SCAN_MOST = 10_000
 
 
 class QueueMonitor:
-    def __init__(self, redis: Redis, shards: int) -> None:
+    def __init__(self, redis: RedisClient, shards: int) -> None:
         self._redis = redis
         self._shards = shards
 
@@ -49,7 +52,13 @@ class QueueMonitor:
         seconds, micros = await self._redis.time()
         now_ms = int(seconds) * 1000 + int(micros) // 1000
         shards = tuple([await self._shard(shard, now_ms) for shard in range(self._shards)])
-        return metrics.QueueSnapshot(shards=shards, redis=_health(await self._redis.info()))
+        return metrics.QueueSnapshot(shards=shards, redis=_health(await self._info()))
+
+    async def _info(self) -> dict[str, Any]:
+        if not isinstance(self._redis, RedisCluster):
+            return await self._redis.info()
+        nodes = self._redis.get_primaries()
+        return _combined(list(await asyncio.gather(*(self._redis.info(target_nodes=node) for node in nodes))))
 
     async def _shard(self, shard: int, now_ms: int) -> metrics.ShardQueue:
         stream = keys.stream(shard)
@@ -61,7 +70,10 @@ class QueueMonitor:
             pipe.zcard(keys.retries(shard))
             pipe.xlen(keys.dead_letters(shard))
             pipe.zcard(keys.digest_due(shard))
-            length, groups, pending, consumers, retries, dead, digests = await pipe.execute()
+            pipe.zcard(keys.notice_retries(shard))
+            pipe.xlen(keys.notice_dead_letters(shard))
+            length, groups, pending, consumers, retries, dead, digests, *notice = await pipe.execute()
+        notice_retries, notice_dead = notice
         group = _our_group(groups)
         last_read = str(group["last-delivered-id"])
         unread = await self._unread(stream, last_read, 1)
@@ -81,6 +93,8 @@ class QueueMonitor:
             scheduled_retries=int(retries),
             dead_letters=int(dead),
             digests_held=int(digests),
+            notice_retries=int(notice_retries),
+            notice_dead_letters=int(notice_dead),
         )
 
     async def _unread(self, stream: str, last_read: str, count: int) -> list[str]:
@@ -101,6 +115,29 @@ def _age_s(entry_id: str | None, now_ms: int) -> float:
     if entry_id is None:
         return 0.0
     return max(0, now_ms - int(entry_id.partition("-")[0])) / 1000
+
+
+def _combined(infos: list[dict[str, Any]]) -> dict[str, Any]:
+    """The INFO of a cluster's primaries as one: the fullest node's memory, summed load, the weakest
+    persistence and eviction."""
+
+    def fill(info: dict[str, Any]) -> float:
+        used, most = int(info.get("used_memory", 0)), int(info.get("maxmemory", 0))
+        return used / most if most else used / 2**60
+
+    fullest = max(infos, key=fill)
+    policies = [str(info.get("maxmemory_policy", "noeviction")) for info in infos]
+    return {
+        "used_memory": fullest.get("used_memory", 0),
+        "maxmemory": fullest.get("maxmemory", 0),
+        "total_commands_processed": sum(int(info.get("total_commands_processed", 0)) for info in infos),
+        "connected_clients": sum(int(info.get("connected_clients", 0)) for info in infos),
+        "aof_enabled": int(all(int(info.get("aof_enabled", 0)) for info in infos)),
+        "aof_last_write_status": "ok"
+        if all(info.get("aof_last_write_status", "ok") == "ok" for info in infos)
+        else "err",
+        "maxmemory_policy": next((policy for policy in policies if policy != "noeviction"), "noeviction"),
+    }
 
 
 def _health(info: dict[str, Any]) -> metrics.RedisHealth:

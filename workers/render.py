@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from importlib import resources
@@ -52,6 +53,15 @@ class Templates:
 
     def template_ids(self) -> set[str]:
         return {*self.event_templates.values(), self.digest_template}
+
+    def with_ids(self, ids: Mapping[str, str]) -> Templates:
+        """The same templates registered under another official account: WeChat gives each account its own
+        template ids. `ids` maps each event type and "digest" to one (PUSHGW_WECHAT_TEMPLATES checks it)."""
+        return replace(
+            self,
+            event_templates={kind: ids[kind] for kind in self.event_templates},
+            digest_template=ids["digest"],
+        )
 
 
 def format_amount(amount: str, currency: str) -> str:

@@ -6,10 +6,10 @@ import asyncio
 import logging
 from typing import cast
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from gateway.core import clock, keys, metrics
+from gateway.core.redis import RedisClient
 from gateway.core.scripts import Scripts
 from gateway.core.settings import Settings
 from workers.consumer import _pause_after, _wait
@@ -22,7 +22,7 @@ TRIM_EVERY = 240  # move intervals, about a minute
 
 
 class Scheduler:
-    def __init__(self, settings: Settings, redis: Redis, scripts: Scripts) -> None:
+    def __init__(self, settings: Settings, redis: RedisClient, scripts: Scripts) -> None:
         self._settings = settings
         self._redis = redis
         self._scripts = scripts
@@ -30,19 +30,29 @@ class Scheduler:
     async def loop(self, stopping: asyncio.Event) -> None:
         ticks = 0
         while not stopping.is_set():
-            try:
-                for shard in range(self._settings.shards):
+            failed: BaseException | None = None
+            for shard in range(self._settings.shards):  # a shard whose cluster node is down spares the others
+                try:
                     await self.move_due(shard)
                     if ticks % TRIM_EVERY == 0:
-                        await self.trim(shard)
-            except (RedisError, OSError) as exc:
-                await _pause_after(exc, "scheduling")
+                        for stream, _ in keys.consumer_groups(shard):
+                            await self.trim(stream)
+                except (RedisError, OSError) as exc:
+                    failed = exc
+            if failed is not None:
+                await _pause_after(failed, "scheduling")
             ticks += 1
             await _wait(stopping, MOVE_INTERVAL_S)
 
     async def move_due(self, shard: int) -> int:
-        """Move due retries and flush due digests of one shard. Returns entries put on the stream."""
-        moved = await self._scripts.move_retries(self._redis, shard, MOVE_BATCH)
+        """Move due retries (deliveries and notices) and flush due digests of one shard. Returns entries put
+        on the streams."""
+        moved = 0
+        for critical in (True, False):
+            retries, stream = keys.retries(shard, critical), keys.stream(shard, critical)
+            moved += await self._scripts.move_retries(self._redis, retries, stream, MOVE_BATCH)
+        notice_retries, notices = keys.notice_retries(shard), keys.notices(shard)
+        moved += await self._scripts.move_retries(self._redis, notice_retries, notices, MOVE_BATCH)
         due = await self._redis.zrangebyscore(
             keys.digest_due(shard), "-inf", clock.now_ms(), start=0, num=100
         )
@@ -52,10 +62,9 @@ class Scheduler:
                 moved += 1
         return moved
 
-    async def trim(self, shard: int) -> None:
-        """Trim the stream below the oldest entry any group still needs: its oldest pending entry, or
+    async def trim(self, stream: str) -> None:
+        """Trim a stream below the oldest entry any group still needs: its oldest pending entry, or
         what it has not read yet. Never below an entry that is not acknowledged by every group."""
-        stream = keys.stream(shard)
         floor: str | None = None
         for group in await self._redis.xinfo_groups(stream):
             pending = await self._redis.xpending(stream, group["name"])

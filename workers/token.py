@@ -12,9 +12,8 @@ import asyncio
 import logging
 import secrets
 
-from redis.asyncio import Redis
-
 from gateway.core import clock, keys, metrics
+from gateway.core.redis import RedisClient
 from gateway.core.scripts import Scripts
 from workers.wechat import Answer, TokenError, WeChatClient
 
@@ -26,7 +25,13 @@ _SAFETY_MS = 5_000  # never use a token in its last seconds
 
 class TokenCache:
     def __init__(
-        self, redis: Redis, scripts: Scripts, client: WeChatClient, appid: str, secret: str, margin_s: int
+        self,
+        redis: RedisClient,
+        scripts: Scripts,
+        client: WeChatClient,
+        appid: str,
+        secret: str,
+        margin_s: int,
     ) -> None:
         self._redis = redis
         self._scripts = scripts
@@ -37,6 +42,12 @@ class TokenCache:
         self._token: str | None = None
         self._refresh_at_ms = 0
         self._failed: str | None = None
+        for result in ("ok", "error"):  # start at 0, so rate() and the alerts see the first increment
+            metrics.TOKEN_REFRESHES.labels(appid, result)
+
+    @property
+    def appid(self) -> str:
+        return self._appid
 
     async def get(self) -> str:
         """A valid token. Raises TokenError when none can be had."""
@@ -89,7 +100,7 @@ class TokenCache:
                 # WeChat still hands out the token it just rejected: make it issue a new one
                 issued = await self._client.stable_token(self._appid, self._secret, force_refresh=True)
         except TokenError:
-            metrics.TOKEN_REFRESHES.labels("error").inc()
+            metrics.TOKEN_REFRESHES.labels(self._appid, "error").inc()
             raise
         now_ms = clock.now_ms()
         expires_at_ms = now_ms + issued.expires_in_s * 1000
@@ -105,8 +116,8 @@ class TokenCache:
             },
         )
         await self._redis.pexpireat(keys.token(self._appid), expires_at_ms)
-        metrics.TOKEN_REFRESHES.labels("ok").inc()
-        log.info("access token refreshed, valid for %d s", issued.expires_in_s)
+        metrics.TOKEN_REFRESHES.labels(self._appid, "ok").inc()
+        log.info("access token refreshed, valid for %d s", issued.expires_in_s, extra={"appid": self._appid})
         token = self._remember(issued.token, refresh_at_ms)
         if issued.token != self._failed:
             self._failed = None

@@ -12,17 +12,17 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from gateway.core.loop_lag import loop_lag_watched
 from gateway.core.metrics_server import metrics_app
-from gateway.core.redis import connect, ensure_groups
+from gateway.core.redis import RedisClient, connect, ensure_groups
 from gateway.core.scripts import Scripts
 from gateway.core.settings import Settings
 from workers.breaker import Breaker
-from workers.consumer import Consumer, _wait
-from workers.delivery import Deliverer, Sender
+from workers.consumer import _wait
+from workers.delivery import Deliverer, Sender, delivery_consumer
+from workers.notices import Notifier, notice_consumer
 from workers.queue_monitor import QueueMonitor
 from workers.render import Templates
 from workers.retries import Scheduler
@@ -38,7 +38,7 @@ def consumer_name() -> str:
 
 
 @contextlib.asynccontextmanager
-async def _resources(settings: Settings) -> AsyncIterator[tuple[Redis, aiohttp.ClientSession]]:
+async def _resources(settings: Settings) -> AsyncIterator[tuple[RedisClient, aiohttp.ClientSession]]:
     redis = connect(settings, max_connections=settings.worker_concurrency + 8)
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=settings.worker_concurrency))
     try:
@@ -58,33 +58,33 @@ async def run_worker(settings: Settings, stopping: asyncio.Event, *, name: str |
         scripts = Scripts(settings)
         await _until_redis(redis, settings, stopping)
         client = WeChatClient(session, settings.wechat_base_url, settings.wechat_timeout_s)
-        tokens = TokenCache(
-            redis,
-            scripts,
-            client,
-            settings.wechat_appid,
-            settings.wechat_secret,
-            settings.token_refresh_margin_s,
-        )
-        breaker = Breaker(settings.breaker_failures, settings.breaker_open_s)
-        sender = Sender(client, tokens, breaker, settings.wechat_appid)
-        deliverer = Deliverer(settings, redis, scripts, sender, Templates.load())
-        consumer = Consumer(settings, redis, deliverer, name)
+        templates = Templates.load()
+        default, *accounts = _senders(settings, redis, scripts, client, templates)
+        deliverer = Deliverer(settings, redis, scripts, default, templates, accounts=accounts)
+        consumer = delivery_consumer(settings, redis, deliverer, name)
+        notifier = Notifier(settings, redis, scripts)
+        notices = notice_consumer(settings, redis, notifier, name)
         scheduler = Scheduler(settings, redis, scripts)
         log.info("worker started", extra={"consumer": name, "concurrency": settings.worker_concurrency})
         async with loop_lag_watched(), asyncio.TaskGroup() as loops:
             loops.create_task(consumer.read_loop(stopping), name="reader")
             loops.create_task(consumer.reclaim_loop(stopping), name="reclaimer")
+            loops.create_task(notices.read_loop(stopping), name="notice-reader")
+            loops.create_task(notices.reclaim_loop(stopping), name="notice-reclaimer")
             loops.create_task(scheduler.loop(stopping), name="scheduler")
+            tokens = [sender.tokens for sender in (default, *accounts)]
             loops.create_task(_token_loop(tokens, stopping), name="token-refresher")
             loops.create_task(QueueMonitor(redis, settings.shards).loop(stopping), name="queue-monitor")
-        cut = await consumer.drain(settings.shutdown_timeout_s)
+        deadline_s = settings.shutdown_timeout_s
+        cut = sum(await asyncio.gather(consumer.drain(deadline_s), notices.drain(deadline_s)))
         await deliverer.close()
-        log.info("worker stopped", extra={"consumer": name, "delivered": consumer.delivered, "cut_off": cut})
+        await notifier.close()
+        handled = {"delivered": consumer.handled, "notices": notices.handled}
+        log.info("worker stopped", extra={"consumer": name, **handled, "cut_off": cut})
         return cut
 
 
-async def _until_redis(redis: Redis, settings: Settings, stopping: asyncio.Event) -> None:
+async def _until_redis(redis: RedisClient, settings: Settings, stopping: asyncio.Event) -> None:
     """Create the consumer groups, waiting for Redis if it is not up yet."""
     while not stopping.is_set():
         try:
@@ -95,16 +95,37 @@ async def _until_redis(redis: Redis, settings: Settings, stopping: asyncio.Event
             await _wait(stopping, 1.0)
 
 
-async def _token_loop(tokens: TokenCache, stopping: asyncio.Event) -> None:
-    """Keep the shared token fresh ahead of expiry, so deliveries rarely wait for a refresh."""
+def _senders(
+    settings: Settings, redis: RedisClient, scripts: Scripts, client: WeChatClient, templates: Templates
+) -> list[Sender]:
+    """One Sender per official account, the default (PUSHGW_WECHAT_APPID) first: each has its own token
+    cache and circuit (one breaker keyed by appid) and its own template ids; they share the HTTP client."""
+    breaker = Breaker(settings.breaker_failures, settings.breaker_open_s)
+    margin_s = settings.token_refresh_margin_s
+    accounts = {settings.wechat_appid: settings.wechat_secret, **settings.wechat_accounts}
+    senders = []
+    for appid, secret in accounts.items():
+        tokens = TokenCache(redis, scripts, client, appid, secret, margin_s)
+        ids = settings.wechat_templates.get(appid)
+        senders.append(Sender(client, tokens, breaker, appid, templates.with_ids(ids) if ids else None))
+    return senders
+
+
+async def _token_loop(caches: list[TokenCache], stopping: asyncio.Event) -> None:
+    """Keep each account's shared token fresh ahead of expiry, so deliveries rarely wait for a refresh.
+    One account's failure is logged and does not hold up the others."""
     while not stopping.is_set():
-        try:
-            await tokens.get()
-        except TokenError as exc:
-            log.warning("access token refresh failed: %s", exc.answer.label)
-        except Exception as exc:  # Redis trouble: the next round tries again
-            log.warning("access token check failed: %s", type(exc).__name__)
+        await asyncio.gather(*(_check_token(tokens) for tokens in caches))
         await _wait(stopping, TOKEN_CHECK_S)
+
+
+async def _check_token(tokens: TokenCache) -> None:
+    try:
+        await tokens.get()
+    except TokenError as exc:
+        log.warning("access token refresh failed: %s", exc.answer.label, extra={"appid": tokens.appid})
+    except Exception as exc:  # Redis trouble: the next round tries again
+        log.warning("access token check failed: %s", type(exc).__name__, extra={"appid": tokens.appid})
 
 
 def stop_on_signals(stopping: asyncio.Event, deadline_s: float) -> None:

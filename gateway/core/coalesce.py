@@ -2,6 +2,11 @@
 
 Each caller still gets its own results, only after Redis answered. While `max_inflight` pipelines are
 out, new submissions wait and leave together in the next one, so the batch size follows the load.
+
+On a Redis Cluster the pipeline is redis-py's ClusterPipeline: it sends each command to the node owning its
+keys' slot (one round trip per node, concurrently). With `wait_replicas`, every pipeline ends with
+`WAIT wait_replicas timeout` on each node it may have written to, so its callers hear success only once
+that many replicas hold their writes.
 """
 
 from __future__ import annotations
@@ -10,25 +15,33 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
-from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
-from redis.exceptions import NoScriptError
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import NoScriptError, RedisError
+
+from gateway.core.redis import AnyPipeline, RedisClient
 
 T = TypeVar("T")
-Queue = Callable[[Pipeline, T], Awaitable[int]]
+Queue = Callable[[AnyPipeline, T], Awaitable[int]]
 """Queues one item's commands on the pipeline and returns how many it queued."""
+
+
+class NotReplicated(RedisError):
+    """WAIT saw fewer replicas than required hold the writes within its timeout. The writes are on the
+    primary (a retry of the same event is answered `duplicate`), but not yet safe from its failure."""
 
 
 class Coalescer(Generic[T]):
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         queue: Queue[T],
-        reload_scripts: Callable[[Redis], Awaitable[None]],
+        reload_scripts: Callable[[RedisClient], Awaitable[None]],
         *,
         max_inflight: int = 2,
         max_batch: int = 256,
         observe: Callable[[int], None] | None = None,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 0,
     ) -> None:
         self._redis = redis
         self._queue = queue
@@ -36,6 +49,7 @@ class Coalescer(Generic[T]):
         self._max_inflight = max_inflight
         self._max_batch = max_batch
         self._observe = observe
+        self._wait = (wait_replicas, wait_timeout_ms)
         self._pending: list[tuple[T, asyncio.Future[list[Any]]]] = []
         self._inflight: set[asyncio.Task[None]] = set()
         self._tick_scheduled = False
@@ -103,9 +117,34 @@ class Coalescer(Generic[T]):
     async def _pipeline(self, items: list[T]) -> list[list[Any]]:
         async with self._redis.pipeline(transaction=False) as pipe:
             counts = [await self._queue(pipe, item) for item in items]
+            waits = self._queue_waits(pipe)
             flat = list(await pipe.execute(raise_on_error=False))
+        if waits:
+            self._check_waits(flat[-waits:])
         results, start = [], 0
         for count in counts:
             results.append(flat[start : start + count])
             start += count
         return results
+
+    def _queue_waits(self, pipe: AnyPipeline) -> int:
+        """Queue WAIT after the items (on a cluster once per primary: WAIT counts the replicas holding this
+        connection's writes, and each node's commands share one connection). Returns how many."""
+        replicas, timeout_ms = self._wait
+        if not replicas:
+            return 0
+        if not isinstance(self._redis, RedisCluster):
+            pipe.execute_command("WAIT", replicas, timeout_ms)
+            return 1
+        primaries = self._redis.get_primaries()
+        for node in primaries:
+            pipe.execute_command("WAIT", replicas, timeout_ms, target_nodes=node)
+        return len(primaries)
+
+    def _check_waits(self, answers: list[Any]) -> None:
+        replicas = self._wait[0]
+        for answer in answers:
+            if isinstance(answer, Exception):
+                raise answer
+            if int(answer) < replicas:
+                raise NotReplicated(f"{answer} of {replicas} replicas acknowledged the writes in time")

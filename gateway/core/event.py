@@ -94,6 +94,16 @@ _account = _pattern(_ACCOUNT, "8 to 32 digits")
 _balance = _pattern(_BALANCE, 'a decimal string with at most 2 decimals, e.g. "5678.90"')
 
 
+def check_amount(value: Any, name: str) -> str:
+    """A positive decimal string with at most 2 decimals; raises Unprocessable naming `name`."""
+    return _amount(value, name)
+
+
+def amount_cents(amount: str) -> str:
+    """ "1234.5" -> "123450": digits without leading zeros, for exact comparison in Lua."""
+    return str(int(Decimal(amount) * 100))
+
+
 def _amount(value: Any, name: str) -> str:
     _pattern(_AMOUNT, 'a positive decimal string with at most 2 decimals, e.g. "1234.56"')(value, name)
     if Decimal(value) == 0:

@@ -19,14 +19,22 @@ def _tag(shard: int) -> str:
     return f"{PREFIX}:{{s{shard}}}"
 
 
-def stream(shard: int) -> str:
-    """Stream of entries to deliver."""
-    return f"{_tag(shard)}:stream"
+NOTICE_GROUP = "notices"
 
 
-def retries(shard: int) -> str:
-    """Sorted set: stream entry (JSON) -> unix ms when it is due again."""
-    return f"{_tag(shard)}:retry"
+def stream(shard: int, critical: bool = False) -> str:
+    """Stream of entries to deliver; critical events have their own stream, read before the other."""
+    return f"{_tag(shard)}:critical" if critical else f"{_tag(shard)}:stream"
+
+
+def retries(shard: int, critical: bool = False) -> str:
+    """Sorted set: stream entry (JSON) -> unix ms when it is due again on `stream(shard, critical)`."""
+    return f"{_tag(shard)}:critical-retry" if critical else f"{_tag(shard)}:retry"
+
+
+def consumer_groups(shard: int) -> list[tuple[str, str]]:
+    """(stream, consumer group) of each stream of a shard that workers read, critical first."""
+    return [(stream(shard, critical=True), GROUP), (stream(shard), GROUP), (notices(shard), NOTICE_GROUP)]
 
 
 def dead_letters(shard: int) -> str:
@@ -52,6 +60,31 @@ def rate_log(shard: int, customer_id: str) -> str:
 def event(shard: int, source: str, event_id: str) -> str:
     """Hash: the event's dedup record and lifecycle (status, attempts, timestamps, last error)."""
     return f"{_tag(shard)}:event:{source}:{event_id}"
+
+
+def preferences(shard: int, customer_id: str) -> str:
+    """Hash: the customer's preferences (the document, and its compiled form the ingest script reads)."""
+    return f"{_tag(shard)}:prefs:{customer_id}"
+
+
+def customer_events(shard: int, customer_id: str) -> str:
+    """Sorted set: the customer's recent events ("source:event_id" -> accepted unix ms), newest last."""
+    return f"{_tag(shard)}:timeline:{customer_id}"
+
+
+def notices(shard: int) -> str:
+    """Stream of status notices to post to core banking's callback (the SMS fallback)."""
+    return f"{_tag(shard)}:notices"
+
+
+def notice_retries(shard: int) -> str:
+    """Sorted set: notice entry (JSON) -> unix ms when it is due again."""
+    return f"{_tag(shard)}:notice-retry"
+
+
+def notice_dead_letters(shard: int) -> str:
+    """Stream of notices that could not be posted, with the reason."""
+    return f"{_tag(shard)}:notice-dead"
 
 
 def signature(shard: int, signature_hex: str) -> str:

@@ -25,6 +25,8 @@ SLO_INGRESS_OBJECTIVE = 0.999  # ... and without a 5xx, for 99.9% of requests
 
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 DELIVERY_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0)
+# the critical SLO is "within 2 s"; finer buckets below it
+CRITICAL_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 try:
     _VERSION = version("wechat-push-gateway")
@@ -42,8 +44,8 @@ HTTP_DURATION = Histogram(
 )
 EVENTS = Counter(
     "pushgw_events_total",
-    "Events answered by the ingress, by result (queued, duplicate, digested, rate_limited, invalid, "
-    "conflict, unavailable)",
+    "Events answered by the ingress, by result (queued, duplicate, digested, suppressed, rate_limited, "
+    "invalid, conflict, unavailable)",
     ["result"],
 )
 INGEST_BATCH = Histogram(
@@ -65,6 +67,37 @@ DELIVERY_LATENCY = Histogram(
     "From acceptance by the gateway to WeChat's answer of a delivered message",
     buckets=DELIVERY_BUCKETS_S,
 )
+CRITICAL_DELIVERY_LATENCY = Histogram(
+    "pushgw_critical_delivery_latency_seconds",
+    "From acceptance to WeChat's answer of a delivered critical event (its own stream and SLO)",
+    buckets=CRITICAL_BUCKETS_S,
+)
+NOTICE_INFLIGHT = Gauge(
+    "pushgw_notices_in_flight", "Status notices to core banking being posted by this worker",
+    multiprocess_mode="livesum",
+)
+# the notice types finish.lua and finish_event.lua queue ("event." + the final status, or user_blocked)
+NOTICE_TYPES = (
+    "event.failed",
+    "event.dead_lettered",
+    "event.no_binding",
+    "event.delivered",
+    "event.user_blocked",
+)
+NOTICE_OUTCOMES = ("sent", "retried", "failed", "dead_lettered")
+NOTICES = Counter(
+    "pushgw_notices_total",
+    "Status notice POSTs to core banking by outcome (sent, retried, failed, dead_lettered) and type",
+    ["outcome", "type"],
+)
+for _outcome in NOTICE_OUTCOMES:
+    for _type in NOTICE_TYPES:
+        NOTICES.labels(_outcome, _type)
+NOTICE_DURATION = Histogram(
+    "pushgw_notice_request_duration_seconds",
+    "Latency of one notice POST to core banking's callback URL (answered, timed out or refused)",
+    buckets=LATENCY_BUCKETS_S,
+)
 FINISH_LATENCY = Histogram(
     "pushgw_delivery_finish_latency_seconds",
     "From acceptance by the gateway to WeChat's delivery-finished event (TEMPLATESENDJOBFINISH)",
@@ -79,7 +112,14 @@ WECHAT_FINISH_EVENTS = Counter(
     "duplicate, unknown_msgid, other)",
     ["status"],
 )
-TOKEN_REFRESHES = Counter("pushgw_token_refreshes_total", "Access token refreshes", ["result"])
+TOKEN_REFRESHES = Counter(
+    "pushgw_token_refreshes_total", "Access token refreshes per official account", ["appid", "result"]
+)
+ACCOUNT_DELIVERIES = Counter(
+    "pushgw_account_deliveries_total",
+    "Delivery attempts per WeChat official account (a configured appid) by outcome",
+    ["appid", "outcome"],
+)
 # How the gauges of several processes of one component combine (`--processes N` > 1, see metrics_server.py):
 # in-flight deliveries add up; a circuit is open if any process has it open; Redis is durable only if every
 # gateway process finds it so; the event-loop lag is the worst process's. "live" modes forget exited ones.
@@ -97,15 +137,27 @@ REDIS_DURABLE = Gauge(
     "1 when Redis persistence and eviction settings keep promises",
     multiprocess_mode="livemin",
 )
+REDIS_DATA_LOST = Gauge(
+    "pushgw_redis_data_lost",
+    "1 while Redis lacks the data epoch this process knew (restarted empty or replaced): it is refused",
+    multiprocess_mode="livemax",
+)
+INGRESS_SHED = Counter(
+    "pushgw_ingress_shed_total", "Ingest requests refused early (503) because too many were waiting"
+)
+INGRESS_WAITING = Gauge(
+    "pushgw_ingress_waiting_requests",
+    "Ingest requests admitted and not yet answered",
+    multiprocess_mode="livesum",
+)
 EVENT_LOOP_LAG = Gauge(
     "pushgw_event_loop_lag_seconds",
     "How late this process's event loop ran its last timer tick",
     multiprocess_mode="livemax",
 )
 
-# Known label values start at 0, so rate() and the alerts see the first increment.
-for _result in ("ok", "error"):
-    TOKEN_REFRESHES.labels(_result)
+# Known label values start at 0, so rate() and the alerts see the first increment (the per-appid series of
+# token refreshes start when the worker makes each account's token cache).
 
 
 @dataclass(frozen=True)
@@ -123,6 +175,8 @@ class ShardQueue:
     scheduled_retries: int
     dead_letters: int
     digests_held: int
+    notice_retries: int = 0  # status notices to core banking waiting for another attempt
+    notice_dead_letters: int = 0  # status notices that will not be posted without a replay
 
 
 @dataclass(frozen=True)
@@ -168,6 +222,8 @@ _SHARD_GAUGES: tuple[tuple[str, str, str], ...] = (
     ("pushgw_scheduled_retries", "scheduled_retries", "Deliveries waiting in the scheduled-retry set"),
     ("pushgw_dead_letter_entries", "dead_letters", "Entries in the dead-letter stream"),
     ("pushgw_digests_held", "digests_held", "Customers with rate-limited events held for a digest"),
+    ("pushgw_notice_scheduled_retries", "notice_retries", "Status notices waiting for another POST attempt"),
+    ("pushgw_notice_dead_letter_entries", "notice_dead_letters", "Entries in the notice dead-letter stream"),
 )
 
 

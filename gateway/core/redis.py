@@ -1,20 +1,42 @@
-"""Redis connections, the durability check behind "202 means durable", and finding a redis-server binary."""
+"""Redis connections, the durability checks behind "202 means durable" (persistence, eviction, the data
+epoch), and finding a redis-server binary.
+
+The data epoch is one hash written once when a deployment's data is first initialised. Redis that comes back
+without it (restarted empty, flushed, a fresh replica promoted) has lost acknowledged events: every process
+that knew the epoch refuses to go on with that Redis (each new connection checks it, and the gateway's
+readiness check reads it) until an operator acknowledges a fresh start (`pushgw epoch reset`).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import secrets
 import shutil
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
+from urllib.parse import unquote
 
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
+from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from gateway.core import keys
+from gateway.core import clock, keys, metrics
 from gateway.core.settings import ConfigError, Settings
 
 log = logging.getLogger(__name__)
+
+RedisClient = Redis | RedisCluster
+"""A client of one Redis (`redis://`, `rediss://`, `unix://`) or of a Redis Cluster (`redis+cluster://`)."""
+AnyPipeline = Pipeline | ClusterPipeline
+CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
 
 
 def text_map(raw: Any) -> dict[str, str]:
@@ -22,10 +44,140 @@ def text_map(raw: Any) -> dict[str, str]:
     return cast(dict[str, str], raw)
 
 
-def connect(settings: Settings, *, max_connections: int = 64) -> Redis:
-    """A pooled client with the Redis deadline as socket timeout. Cluster URLs come with issue "scaling"."""
-    if settings.redis_url.startswith("redis+cluster://"):
-        raise ConfigError("PUSHGW_REDIS_URL: Redis Cluster is not supported yet; use redis:// or rediss://")
+# The one key outside keys.py: it belongs to no shard and no script touches it (TODO: move to keys.py).
+EPOCH_KEY = f"{keys.PREFIX}:epoch"
+_guards: weakref.WeakKeyDictionary[RedisClient, EpochGuard] = weakref.WeakKeyDictionary()
+
+
+class DataLost(RedisConnectionError):
+    """Redis does not hold the data epoch this process knew: it restarted empty or its data was replaced.
+
+    A ConnectionError, so every caller treats it as Redis being unavailable (503, retry later), never as
+    a Redis it may write to."""
+
+
+@dataclass
+class Epoch:
+    epoch_id: str
+    created_ms: int
+    how: str  # "first_run" | "adopted" | "operator"
+
+
+@dataclass
+class EpochGuard:
+    """The data epoch this process has seen; checked on every new connection of its client."""
+
+    known: str | None = None
+    lost: str | None = None  # why this Redis is refused, once the epoch went missing or changed
+
+    def accept(self, epoch: Epoch) -> str | None:
+        """Compare what Redis holds with what this process knew; returns the problem, or None."""
+        if self.known is None or epoch.epoch_id == self.known:
+            self.known = epoch.epoch_id
+            return self._refuse(None)
+        if epoch.how == "operator":  # an operator acknowledged a fresh start: follow it
+            log.warning("redis data epoch changed by an operator: following the new epoch")
+            self.known = epoch.epoch_id
+            return self._refuse(None)
+        return self._refuse("redis data epoch changed: the data was replaced underneath (restarted empty?)")
+
+    def missing(self) -> str:
+        problem = "redis lost its data: the data epoch is gone (restarted empty, flushed or replaced)"
+        self._refuse(problem)
+        return problem
+
+    def _refuse(self, problem: str | None) -> str | None:
+        """Record the problem (None: this Redis is fine again); logs once per change, sets the metric."""
+        if problem != self.lost:
+            if problem is None:
+                log.warning("redis data epoch found again: accepting this redis")
+            else:
+                log.error("refusing redis until an operator acknowledges a fresh start: %s", problem)
+        self.lost = problem
+        metrics.REDIS_DATA_LOST.set(0 if problem is None else 1)
+        return problem
+
+    async def on_connect(self, connection: AbstractConnection) -> None:
+        """redis-py's connect hook: a Redis restart means new connections, so a restarted-empty Redis is
+        refused before its first command, not only at the next readiness check."""
+        await connection.on_connect()
+        if self.known is None:
+            return
+        await connection.send_command("HGETALL", EPOCH_KEY)
+        epoch = _epoch_from(text_map(_pairs(await connection.read_response())))
+        problem = self.missing() if epoch is None else self.accept(epoch)
+        if problem is not None:
+            raise DataLost(problem)
+
+
+def _pairs(raw: Any) -> dict[str, str]:
+    """A raw HGETALL reply (a flat list on RESP2, a map on RESP3) as a dict."""
+    if isinstance(raw, dict):
+        return {_text(k): _text(v) for k, v in raw.items()}
+    items = [_text(item) for item in raw or []]
+    return dict(zip(items[::2], items[1::2], strict=True))
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _epoch_from(record: dict[str, str]) -> Epoch | None:
+    if not record.get("id"):
+        return None
+    return Epoch(record["id"], int(record.get("created_ms", 0)), record.get("how", ""))
+
+
+def guard_of(redis: RedisClient) -> EpochGuard:
+    """The epoch guard of a client made by `connect` (a fresh, unchecked one for any other client)."""
+    guard = _guards.get(redis)
+    if guard is None:
+        guard = _guards[redis] = EpochGuard()
+    return guard
+
+
+async def read_epoch(redis: RedisClient) -> Epoch | None:
+    return _epoch_from(text_map(await redis.hgetall(EPOCH_KEY)))
+
+
+async def write_epoch(redis: RedisClient, how: str, *, replace: bool = False) -> Epoch:
+    """Write a new epoch (only if none exists, unless `replace`); returns the epoch Redis now holds."""
+    new_id = secrets.token_hex(8)
+    if replace:
+        await redis.delete(EPOCH_KEY)
+    if await redis.hsetnx(EPOCH_KEY, "id", new_id):
+        await redis.hset(EPOCH_KEY, mapping={"created_ms": clock.now_ms(), "how": how})
+    epoch = await read_epoch(redis)
+    if epoch is None:  # deleted between the two calls: an operator is at work, try again later
+        raise DataLost("the data epoch disappeared while it was written")
+    return epoch
+
+
+async def check_epoch(redis: RedisClient, shards: int) -> str | None:
+    """Read the data epoch, write it on a first run, and compare it with what this client knew.
+
+    First-run rule: no epoch and no delivery stream is a fresh install (the epoch is written, how
+    "first_run"); no epoch beside existing streams is data from before epochs existed (adopted). A client
+    that knew an epoch never writes one: a missing or replaced epoch is returned as the problem.
+    Raises RedisError when Redis cannot be read."""
+    guard = guard_of(redis)
+    epoch = await read_epoch(redis)
+    if epoch is None:
+        if guard.known is not None:
+            return guard.missing()
+        existing = sum([int(await redis.exists(keys.stream(shard))) for shard in range(shards)])
+        epoch = await write_epoch(redis, "adopted" if existing else "first_run")
+        log.info("redis data epoch initialised", extra={"how": epoch.how})
+    return guard.accept(epoch)
+
+
+def connect(settings: Settings, *, max_connections: int = 64) -> RedisClient:
+    """A pooled client with the Redis deadline as socket timeout, whose connections check the data epoch
+    once it is known (`check_epoch`). A `redis+cluster://` URL gives a RedisCluster client (see
+    `connect_cluster`)."""
+    if settings.redis_url.startswith(CLUSTER_SCHEMES):
+        return connect_cluster(settings, max_connections=max_connections)
+    guard = EpochGuard()
     # a blocking pool: a caller beyond max_connections waits (within the deadline) instead of failing
     pool = BlockingConnectionPool.from_url(
         settings.redis_url,
@@ -35,8 +187,51 @@ def connect(settings: Settings, *, max_connections: int = 64) -> Redis:
         max_connections=max_connections,
         timeout=settings.redis_timeout_s,
         health_check_interval=10,
+        redis_connect_func=guard.on_connect,
     )
-    return Redis.from_pool(pool)
+    client = Redis.from_pool(pool)
+    _guards[client] = guard
+    return client
+
+
+def cluster_seeds(url: str) -> tuple[list[ClusterNode], dict[str, Any]]:
+    """The seed nodes and connection options of `redis+cluster://[user[:password]@]host:port[,host:port]`
+    (`rediss+cluster://` for TLS). Raises ConfigError naming the variable."""
+    scheme, _, rest = url.partition("://")
+    userinfo, _, hosts = rest.rpartition("@")
+    hosts = hosts.split("/", 1)[0]
+    options: dict[str, Any] = {"ssl": scheme == "rediss+cluster"}
+    if userinfo:
+        user, _, password = userinfo.partition(":")
+        options.update(username=unquote(user) or None, password=unquote(password) or None)
+    seeds = []
+    for part in hosts.split(","):
+        host, _, port = part.strip().rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(f"PUSHGW_REDIS_URL: cluster seed {part!r} is not host:port")
+        seeds.append(ClusterNode(host.strip("[]"), int(port)))
+    return seeds, options
+
+
+def connect_cluster(settings: Settings, *, max_connections: int = 64) -> RedisCluster:
+    """A Redis Cluster client found through the URL's seed nodes (not connected until its first command).
+
+    `max_connections` is per node; past it a command fails at once (MaxConnectionsError, a ConnectionError:
+    503 on ingress) instead of waiting. A command meeting a dead primary is retried twice after a topology
+    refresh; callers bound it by their own deadline. The data epoch is checked by `check_epoch` (readiness,
+    worker start), not on each new connection: a connection of a cluster node cannot read a key of
+    another node's slots."""
+    seeds, options = cluster_seeds(settings.redis_url)
+    return RedisCluster(
+        startup_nodes=seeds,
+        decode_responses=True,
+        socket_timeout=settings.redis_timeout_s,
+        socket_connect_timeout=settings.redis_timeout_s,
+        max_connections=max_connections,
+        health_check_interval=10,
+        retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries=2),
+        **options,
+    )
 
 
 @dataclass(frozen=True)
@@ -57,10 +252,43 @@ class Durability:
         return found
 
 
-async def check_durability(redis: Redis) -> Durability:
-    """Read the persistence settings (raises RedisError if CONFIG is refused or Redis is down)."""
+async def check_durability(redis: RedisClient) -> Durability:
+    """Read the persistence settings (raises RedisError if CONFIG is refused or Redis is down). On a
+    cluster every primary is read and the weakest answer wins: one primary without AOF, or one that may
+    evict, makes the whole cluster not durable (its shards would lose acknowledged events)."""
+    if isinstance(redis, RedisCluster):
+        return await _cluster_durability(redis)
     config = await redis.config_get("append*")
     config.update(await redis.config_get("maxmemory-policy"))
+    return _durability(config)
+
+
+async def _cluster_durability(redis: RedisCluster) -> Durability:
+    await redis.initialize()  # a topology refresh after a failover has to happen before its primaries
+    nodes = redis.get_primaries()
+    configs = await asyncio.gather(*(_node_config(redis, node) for node in nodes))
+    found = [_durability(config) for config in configs]
+    fsync_order = ["always", "everysec", "no"]
+    return Durability(
+        appendonly=all(d.appendonly for d in found),
+        appendfsync=max((d.appendfsync for d in found), key=lambda mode: _rank(fsync_order, mode)),
+        maxmemory_policy=next(
+            (d.maxmemory_policy for d in found if d.maxmemory_policy != "noeviction"), "noeviction"
+        ),
+    )
+
+
+async def _node_config(redis: RedisCluster, node: ClusterNode) -> dict[Any, Any]:
+    config: dict[Any, Any] = dict(await redis.config_get("append*", target_nodes=node))
+    config.update(await redis.config_get("maxmemory-policy", target_nodes=node))
+    return config
+
+
+def _rank(order: list[str], value: str) -> int:
+    return order.index(value) if value in order else len(order)
+
+
+def _durability(config: dict[Any, Any]) -> Durability:
     return Durability(
         appendonly=config.get("appendonly") == "yes",
         appendfsync=str(config.get("appendfsync", "")),
@@ -68,15 +296,21 @@ async def check_durability(redis: Redis) -> Durability:
     )
 
 
-async def ensure_groups(redis: Redis, shards: int) -> None:
+async def ensure_groups(redis: RedisClient, shards: int) -> None:
     """Create each shard's stream and consumer group from the stream's start (id 0), never at `$`:
-    a group made at `$` would skip entries that are already queued."""
+    a group made at `$` would skip entries that are already queued. The data epoch is checked first:
+    raises DataLost (a RedisError) when Redis lost the data this client knew, so a worker waits instead
+    of recreating the group on an emptied Redis."""
+    problem = await check_epoch(redis, shards)
+    if problem is not None:
+        raise DataLost(problem)
     for shard in range(shards):
-        try:
-            await redis.xgroup_create(keys.stream(shard), keys.GROUP, id="0", mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        for stream, group in keys.consumer_groups(shard):
+            try:
+                await redis.xgroup_create(stream, group, id="0", mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
 
 
 def server_command(binary: str, port: int, directory: Path) -> list[str]:

@@ -7,28 +7,31 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import ClusterPipeline
 from redis.exceptions import NoScriptError
 
 from gateway.core import keys
+from gateway.core.redis import AnyPipeline, RedisClient
 from gateway.core.settings import Settings
 
-Client = Redis | Pipeline
+Client = RedisClient | AnyPipeline
 
 
 class _Script:
     """One Lua script by its SHA. On a pipeline it is queued as a bare EVALSHA (redis-py's own script
     objects would add a SCRIPT EXISTS round trip to every pipeline); the caller handles NOSCRIPT there."""
 
-    def __init__(self, name: str) -> None:
-        path = resources.files("gateway.core").joinpath(f"scripts/{name}.lua")
-        self.source = path.read_text(encoding="utf-8")
+    def __init__(self, name: str, *libs: str) -> None:
+        scripts = resources.files("gateway.core").joinpath("scripts")
+        parts = [scripts.joinpath(f"lib/{lib}.lua") for lib in libs] + [scripts.joinpath(f"{name}.lua")]
+        self.source = "".join(part.read_text(encoding="utf-8") for part in parts)
         self.sha = hashlib.sha1(self.source.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA1
 
     async def __call__(self, client: Client, keys: list[str], args: list[Any]) -> Any:
-        if isinstance(client, Pipeline):
-            return client.evalsha(self.sha, len(keys), *keys, *args)
+        if isinstance(client, Pipeline | ClusterPipeline):
+            # what pipe.evalsha sends; a cluster pipeline blocks that method but routes this by the keys' slot
+            return client.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
         try:
             return await client.evalsha(self.sha, len(keys), *keys, *args)
         except NoScriptError:
@@ -45,6 +48,10 @@ class IngestArgs:
     customer_id: str
     canonical: bytes
     payload_hash: str
+    event_type: str
+    amount_cents: str  # digits without leading zeros: the script compares it with minimum amounts exactly
+    critical: bool
+    summary: tuple[tuple[str, str], ...]  # masked fields kept on the record for the customer timeline
     signature: str | None = None
 
 
@@ -53,17 +60,20 @@ class Scripts:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._ingest = _Script("ingest")
+        self._callback_sources = f",{','.join(settings.callback_urls)},"
+        self._ingest = _Script("ingest", "quiet")
         self._finish = _Script("finish")
         self._move_retries = _Script("move_retries")
-        self._flush_digest = _Script("flush_digest")
+        self._flush_digest = _Script("flush_digest", "quiet")
         self._token_invalidate = _Script("token_invalidate")
         self._release_lock = _Script("release_lock")
         self._replay_dead = _Script("replay_dead")
         self._finish_event = _Script("finish_event")
+        self._notice_finish = _Script("notice_finish")
 
-    async def load(self, redis: Redis) -> None:
-        """Load every script (after a Redis restart, pipelines answer NOSCRIPT until this runs)."""
+    async def load(self, redis: RedisClient) -> None:
+        """Load every script (after a Redis restart, pipelines answer NOSCRIPT until this runs); on a
+        cluster SCRIPT LOAD goes to every primary (a promoted replica starts without them)."""
         for script in (
             self._ingest,
             self._finish,
@@ -73,6 +83,7 @@ class Scripts:
             self._release_lock,
             self._replay_dead,
             self._finish_event,
+            self._notice_finish,
         ):
             await redis.script_load(script.source)
 
@@ -90,6 +101,9 @@ class Scripts:
                 keys.digest_held(shard, args.customer_id),
                 keys.digest_due(shard),
                 keys.signature(shard, args.signature or "-"),
+                keys.preferences(shard, args.customer_id),
+                keys.stream(shard, critical=True),
+                keys.customer_events(shard, args.customer_id),
             ],
             [
                 args.source,
@@ -102,6 +116,10 @@ class Scripts:
                 s.rate_limit.window_s * 1000,
                 s.rate_policy,
                 sig_ttl_s,
+                "1" if args.critical else "0",
+                args.event_type,
+                args.amount_cents,
+                *(part for pair in args.summary for part in pair),
             ],
         )
 
@@ -110,6 +128,7 @@ class Scripts:
         client: Client,
         *,
         shard: int,
+        critical: bool,
         entry_id: str,
         records: list[str],
         status: str,
@@ -124,7 +143,13 @@ class Scripts:
         on a pipeline queues the call."""
         return await self._finish(
             client,
-            [keys.stream(shard), keys.retries(shard), keys.dead_letters(shard), *records],
+            [
+                keys.stream(shard, critical),
+                keys.retries(shard, critical),
+                keys.dead_letters(shard),
+                keys.notices(shard),
+                *records,
+            ],
             [
                 keys.GROUP,
                 entry_id,
@@ -135,12 +160,13 @@ class Scripts:
                 retry_due_ms,
                 entry_json,
                 self._settings.event_ttl_s,
+                self._callback_sources,
             ],
         )
 
-    async def move_retries(self, client: Client, shard: int, most: int) -> int:
-        """Move due retries of a shard back onto its stream. Returns how many moved."""
-        return int(await self._move_retries(client, [keys.retries(shard), keys.stream(shard)], [most]))
+    async def move_retries(self, client: Client, retries: str, stream: str, most: int) -> int:
+        """Move due entries of a retry set back onto its stream. Returns how many moved."""
+        return int(await self._move_retries(client, [retries, stream], [most]))
 
     async def flush_digest(self, client: Client, shard: int, customer_id: str, most: int) -> int:
         """Queue a customer's held events as one digest if their window reopened. Returns events digested."""
@@ -153,6 +179,7 @@ class Scripts:
                     keys.digest_held(shard, customer_id),
                     keys.rate_log(shard, customer_id),
                     keys.stream(shard),
+                    keys.preferences(shard, customer_id),
                 ],
                 [customer_id, limit.count, limit.window_s * 1000, most],
             )
@@ -164,16 +191,47 @@ class Scripts:
     async def release_lock(self, client: Client, key: str, holder: str) -> bool:
         return bool(await self._release_lock(client, [key], [holder]))
 
-    async def replay_dead(self, client: Client, shard: int, dead_id: str, records: list[str]) -> str | None:
-        """Move one dead letter back to the stream (attempts reset). Returns the new entry id or None."""
-        new_id = await self._replay_dead(
-            client, [keys.dead_letters(shard), keys.stream(shard), *records], [dead_id]
-        )
+    async def replay_dead(
+        self, client: Client, dead: str, stream: str, dead_id: str, records: list[str]
+    ) -> str | None:
+        """Move one dead letter back to its stream (attempts reset). Returns the new entry id or None."""
+        new_id = await self._replay_dead(client, [dead, stream, *records], [dead_id])
         return None if new_id is None else _text(new_id)
 
-    async def finish_event(self, client: Client, records: list[str], finish_status: str, at_ms: int) -> int:
-        """Record WeChat's finish status on the existing records (one shard). Returns how many changed."""
-        return int(await self._finish_event(client, records, [finish_status, at_ms]))
+    async def finish_event(
+        self, client: Client, shard: int, records: list[str], finish_status: str, at_ms: int
+    ) -> int:
+        """Record WeChat's finish status on the existing records of one shard (and queue the notice of a
+        user block). Returns how many changed."""
+        return int(
+            await self._finish_event(
+                client, [keys.notices(shard), *records], [finish_status, at_ms, self._callback_sources]
+            )
+        )
+
+    async def notice_finish(
+        self,
+        client: Client,
+        *,
+        shard: int,
+        entry_id: str,
+        record: str,
+        outcome: str,
+        attempts: int,
+        reason: str = "",
+        retry_due_ms: int = 0,
+        entry_json: bytes = b"",
+    ) -> bool:
+        """Record a notice POST's outcome ("sent", "retry", "failed", "dead_lettered") on the event record and
+        XACK the notice entry, atomically; schedules the retry or writes the notice dead letter as the
+        outcome says. Returns False (and changes nothing) if the entry was already acknowledged."""
+        return bool(
+            await self._notice_finish(
+                client,
+                [keys.notices(shard), keys.notice_retries(shard), keys.notice_dead_letters(shard), record],
+                [keys.NOTICE_GROUP, entry_id, outcome, reason, attempts, retry_due_ms, entry_json],
+            )
+        )
 
 
 def _text(value: Any) -> str:

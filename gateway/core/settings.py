@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from gateway.core.critical import CriticalRules, parse_critical_rules
+from gateway.core.event import EventType
 
 __all__ = ["ConfigError", "RateLimit", "Settings"]
 
@@ -85,8 +89,48 @@ def _choice(*options: str) -> Callable[[str], str]:
     return parse
 
 
+_APPID = re.compile(r"wx[A-Za-z0-9_]{1,62}")
+TEMPLATE_KINDS = frozenset({*EventType, "digest"})  # what each account names a template id for
+
+
+def _accounts(raw: str) -> dict[str, str]:
+    accounts = _pairs(":")(raw)
+    for appid in accounts:
+        if not _APPID.fullmatch(appid):
+            raise ValueError(f"appid {appid[:64]!r} must look like wx followed by letters and digits")
+    return accounts
+
+
+def _template_ids(raw: str) -> dict[str, dict[str, str]]:
+    """A JSON file {appid: {event type or "digest": template_id}}; every account names every kind."""
+    try:
+        with open(raw, "rb") as file:
+            loaded = json.load(file)
+    except OSError as exc:
+        raise ValueError(f"cannot read it: {exc.strerror}") from None
+    except json.JSONDecodeError:
+        raise ValueError("not JSON") from None
+    if not isinstance(loaded, dict):
+        raise ValueError("must hold an object of appid -> {event type or digest: template_id}")
+    for appid, ids in loaded.items():
+        if not isinstance(ids, dict) or not all(isinstance(v, str) and v for v in ids.values()):
+            raise ValueError(f"{appid}: must map event types and digest to template ids")
+        if set(ids) != TEMPLATE_KINDS:
+            odd = sorted(set(ids) ^ TEMPLATE_KINDS)
+            raise ValueError(f"{appid}: must name a template id for each event type and digest, not {odd}")
+    return loaded
+
+
+def _callback_urls(raw: str) -> dict[str, str]:
+    urls = _pairs("=")(raw)
+    for key_id, url in urls.items():
+        if not url.startswith(("https://", "http://")):
+            raise ValueError(f"the URL of {key_id[:64]!r} must start with https:// or http://")
+    return urls
+
+
 def _redis_url(raw: str) -> str:
-    if not raw.startswith(("redis://", "rediss://", "unix://", "redis+cluster://")):
+    if not raw.startswith(("redis://", "rediss://", "unix://", "redis+cluster://", "rediss+cluster://")):
         raise ValueError("must start with redis://, rediss://, unix:// or redis+cluster://")
     return raw
 
@@ -114,6 +158,13 @@ class Settings:
         True,
         "refuse to accept unless Redis has AOF persistence and maxmemory-policy noeviction",
     )
+    redis_wait_replicas: int = _setting(
+        "PUSHGW_REDIS_WAIT_REPLICAS",
+        _non_negative_int,
+        0,
+        "replicas that must hold an ingest write before 202 (Redis WAIT, within half the Redis deadline;"
+        " fewer -> 503); 0: no wait",
+    )
     api_keys: dict[str, str] = _setting(  # noqa: RUF009 - a default_factory, see _setting
         "PUSHGW_API_KEYS", _pairs(":"), {}, "ingress keys as keyid:secret,keyid:secret", secret=True
     )
@@ -135,11 +186,54 @@ class Settings:
     event_ttl_s: int = _setting(
         "PUSHGW_EVENT_TTL_S", _positive_int, 3 * 86400, "how long dedup and status records live (>= 86400)"
     )
+    max_ingest_waiting: int = _setting(
+        "PUSHGW_MAX_INGEST_WAITING",
+        _positive_int,
+        512,
+        "ingest requests one gateway process works on at once; more are refused early (503, Retry-After)",
+    )
     rate_limit: RateLimit = _setting(  # noqa: RUF009 - RateLimit is frozen
         "PUSHGW_RATE_LIMIT", _rate_limit, RateLimit(5, 60), "per-customer limit: N messages per W seconds"
     )
     rate_policy: str = _setting(
         "PUSHGW_RATE_POLICY", _choice("digest", "reject"), "digest", "over the limit: digest or reject (429)"
+    )
+    critical_rules: CriticalRules = _setting(  # noqa: RUF009 - CriticalRules is frozen
+        "PUSHGW_CRITICAL_RULES",
+        parse_critical_rules,
+        CriticalRules(),
+        "what else makes an event critical: TYPE>=AMOUNT, *>=AMOUNT, channel=NAME (comma-separated)",
+    )
+    callback_urls: dict[str, str] = _setting(  # noqa: RUF009 - a default_factory, see _setting
+        "PUSHGW_CALLBACK_URLS",
+        _callback_urls,
+        {},
+        "status notices to core banking (SMS fallback) as keyid=url,keyid=url, signed with that key",
+    )
+    callback_previous_secrets: dict[str, str] = _setting(  # noqa: RUF009 - a default_factory, see _setting
+        "PUSHGW_CALLBACK_PREVIOUS_SECRETS",
+        _pairs(":"),
+        {},
+        "while a key's secret is rotated, its previous one as keyid:secret (notices carry both signatures)",
+        secret=True,
+    )
+    callback_timeout_s: float = _setting(
+        "PUSHGW_CALLBACK_TIMEOUT_S",
+        _positive_float,
+        10.0,
+        "total timeout of one notice POST (keep it under PUSHGW_RECLAIM_IDLE_S)",
+    )
+    notice_concurrency: int = _setting(
+        "PUSHGW_NOTICE_CONCURRENCY", _positive_int, 16, "notice POSTs in flight per worker process"
+    )
+    notice_max_attempts: int = _setting(
+        "PUSHGW_NOTICE_MAX_ATTEMPTS", _positive_int, 20, "notice POST attempts before dead-lettering"
+    )
+    notice_max_age_s: int = _setting(
+        "PUSHGW_NOTICE_MAX_AGE_S",
+        _positive_int,
+        86400,
+        "a notice older than this (since its event's final state) is dead-lettered, not retried",
     )
     ingest_coalesce: bool = _setting(
         "PUSHGW_INGEST_COALESCE",
@@ -154,6 +248,20 @@ class Settings:
     wechat_appid: str = _setting("PUSHGW_WECHAT_APPID", str, "", "WeChat official account appid")
     wechat_secret: str = _setting(
         "PUSHGW_WECHAT_SECRET", str, "", "WeChat official account AppSecret", secret=True
+    )
+    wechat_accounts: dict[str, str] = _setting(  # noqa: RUF009 - a default_factory, see _setting
+        "PUSHGW_WECHAT_ACCOUNTS",
+        _accounts,
+        {},
+        "further official accounts as appid:secret,appid:secret (a binding names one by its appid)",
+        secret=True,
+    )
+    wechat_templates: dict[str, dict[str, str]] = _setting(  # noqa: RUF009 - a default_factory
+        "PUSHGW_WECHAT_TEMPLATES",
+        _template_ids,
+        {},
+        "JSON file of each account's template ids {appid: {event type or digest: id}}; default account:"
+        " the shipped ones",
     )
     wechat_timeout_s: float = _setting(
         "PUSHGW_WECHAT_TIMEOUT_S", _positive_float, 5.0, "total timeout of one WeChat API call"
@@ -230,6 +338,35 @@ class Settings:
             raise ConfigError("PUSHGW_EVENT_TTL_S must be >= 86400: dedup is promised for at least 24 h")
         if self.retry_cap_s < self.retry_base_s:
             raise ConfigError("PUSHGW_RETRY_CAP_S must be >= PUSHGW_RETRY_BASE_S")
+        self._check_accounts()
+        self._check_callbacks()
+
+    def _check_callbacks(self) -> None:
+        """A notice is signed with its source's API secret, so each callback needs that key."""
+        for name, key_ids in (
+            ("PUSHGW_CALLBACK_URLS", self.callback_urls),
+            ("PUSHGW_CALLBACK_PREVIOUS_SECRETS", self.callback_previous_secrets),
+        ):
+            for key_id in key_ids:
+                if key_id not in self.api_keys:
+                    raise ConfigError(f"{name} names key id {key_id}, which has no secret in PUSHGW_API_KEYS")
+
+    def _check_accounts(self) -> None:
+        """Several accounts need a default one, and each further account its own template ids."""
+        if self.wechat_accounts and not self.wechat_appid:
+            raise ConfigError("PUSHGW_WECHAT_ACCOUNTS needs PUSHGW_WECHAT_APPID (the default account)")
+        if self.wechat_appid in self.wechat_accounts:
+            raise ConfigError("PUSHGW_WECHAT_ACCOUNTS repeats the default account PUSHGW_WECHAT_APPID")
+        for appid in self.wechat_accounts:
+            if appid not in self.wechat_templates:
+                raise ConfigError(f"PUSHGW_WECHAT_TEMPLATES names no template ids for account {appid}")
+        for appid in self.wechat_templates:
+            if appid != self.wechat_appid and appid not in self.wechat_accounts:
+                raise ConfigError(f"PUSHGW_WECHAT_TEMPLATES names {appid}, which is not a configured account")
+
+    def wechat_appids(self) -> frozenset[str]:
+        """Every configured account (empty when no default account is configured)."""
+        return frozenset({self.wechat_appid, *self.wechat_accounts}) if self.wechat_appid else frozenset()
 
     def __repr__(self) -> str:
         shown = []

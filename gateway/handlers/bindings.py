@@ -18,7 +18,9 @@ _APPID = re.compile(r"wx[A-Za-z0-9_]{1,62}")
 BINDING_ACTIVE = "active"
 
 
-def _parse_binding(data: object) -> dict[str, str]:
+def _parse_binding(data: object, accounts: frozenset[str]) -> dict[str, str]:
+    """The binding to store; an appid must name a configured account when the gateway knows them
+    (PUSHGW_WECHAT_APPID set): a message is never sent through an account the customer did not follow."""
     if not isinstance(data, dict):
         raise Unprocessable("body must be a JSON object", field="")
     for name in data:
@@ -34,6 +36,12 @@ def _parse_binding(data: object) -> dict[str, str]:
     if appid is not None:
         if not isinstance(appid, str) or not _APPID.fullmatch(appid):
             raise Unprocessable("appid must look like wx followed by letters and digits", field="appid")
+        if accounts and appid not in accounts:
+            raise Unprocessable(
+                "appid is not an official account this deployment sends through",
+                code="unknown_appid",
+                field="appid",
+            )
         binding["appid"] = appid
     return binding
 
@@ -50,7 +58,7 @@ async def put_binding(request: web.Request) -> web.Response:
     body = await read_body(request, gw.settings.max_body_bytes)
     await gw.authenticate(request, body)
     customer_id = path_id(request, "customer_id")
-    binding = _parse_binding(decode_json(body))
+    binding = _parse_binding(decode_json(body), gw.settings.wechat_appids())
     record: dict[str, str] = {**binding, "status": BINDING_ACTIVE, "updated_ms": str(clock.now_ms())}
     async with gw.redis.pipeline(transaction=True) as pipe:
         pipe.delete(keys.binding(customer_id))

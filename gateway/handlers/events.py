@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from aiohttp import web
@@ -12,6 +13,7 @@ from aiohttp import web
 from gateway.auth import Caller
 from gateway.context import decode_json, gateway_of, path_id, read_body
 from gateway.core import keys, metrics
+from gateway.core.critical import CriticalRules
 from gateway.core.errors import (
     ApiError,
     NotFound,
@@ -25,17 +27,31 @@ from gateway.core.scripts import IngestArgs
 from gateway.core.status import EventStatus
 from gateway.responses import respond
 
-_ACCEPTED = {"queued": 202, "digested": 202, "duplicate": 200}
+_ACCEPTED = {"queued": 202, "digested": 202, "suppressed": 202, "duplicate": 200}
 
 
-def _ingest_args(caller: Caller, event: Event, signature: str | None) -> IngestArgs:
+def _ingest_args(caller: Caller, event: Event, rules: CriticalRules, signature: str | None) -> IngestArgs:
     canonical = event.canonical_json()
+    critical = rules.is_critical(event)
+    summary = {
+        "type": event.type.value,
+        "amount": event.amount,
+        "currency": event.currency,
+        "account_tail": event.account[-4:],
+        "occurred_at": event.occurred_at,
+        "priority": "critical" if critical else "normal",
+        "fallback": event.fallback or "",
+    }
     return IngestArgs(
         source=caller.source,
         event_id=event.event_id,
         customer_id=event.customer_id,
         canonical=canonical,
         payload_hash=payload_hash(canonical),
+        event_type=event.type.value,
+        amount_cents=str(int(Decimal(event.amount) * 100)),
+        critical=critical,
+        summary=tuple(summary.items()),
         signature=signature,
     )
 
@@ -66,7 +82,8 @@ async def post_event(request: web.Request) -> web.Response:
         _count("invalid")
         raise
     gw.readiness.require_accepting()
-    status, detail = await gw.ingestor.submit(_ingest_args(caller, event, caller.signature))
+    args = _ingest_args(caller, event, gw.settings.critical_rules, caller.signature)
+    status, detail = await gw.ingestor.submit(args)
     _count(status)
     _raise_for(status, detail)
     return respond({"event_id": event.event_id, "status": status}, status=_ACCEPTED[status])
@@ -117,7 +134,10 @@ async def post_batch(request: web.Request) -> web.Response:
         _count("invalid", tally.pop("invalid"))
     if valid:
         gw.readiness.require_accepting()
-        answers = await gw.ingestor.submit_many([_ingest_args(caller, event, None) for _, event in valid])
+        rules = gw.settings.critical_rules
+        answers = await gw.ingestor.submit_many(
+            [_ingest_args(caller, event, rules, None) for _, event in valid]
+        )
         for (index, event), (status, detail) in zip(valid, answers, strict=True):
             tally[status] += 1
             try:
@@ -133,7 +153,7 @@ async def post_batch(request: web.Request) -> web.Response:
     return respond({"results": results})
 
 
-def _iso(ms: str | None) -> str | None:
+def iso(ms: str | None) -> str | None:
     if not ms:
         return None
     return datetime.fromtimestamp(int(ms) / 1000, UTC).isoformat(timespec="milliseconds")
@@ -146,15 +166,20 @@ def lifecycle(event_id: str, record: dict[str, str]) -> dict[str, Any]:
         "status": EventStatus(record["status"]),
         "attempts": int(record.get("attempts", 0)),
         "last_error": record.get("last_error"),
-        "accepted_at": _iso(record.get("accepted_ms")),
-        "updated_at": _iso(record.get("updated_ms")),
-        "delivered_at": _iso(record.get("delivered_ms")),
+        "accepted_at": iso(record.get("accepted_ms")),
+        "updated_at": iso(record.get("updated_ms")),
+        "delivered_at": iso(record.get("delivered_ms")),
     }
     if "msgid" in record:
         view["msgid"] = record["msgid"]
     if "finish_status" in record:  # WeChat's TEMPLATESENDJOBFINISH, see handlers/wechat_callback.py
         view["finish_status"] = record["finish_status"]
-        view["finished_at"] = _iso(record.get("finished_ms"))
+        view["finished_at"] = iso(record.get("finished_ms"))
+    if "notice" in record:  # the status notice to core banking (SMS fallback), see workers/notices.py
+        view["notice"] = record["notice"]
+        view["notified_at"] = iso(record.get("notified_ms"))
+        if record.get("notice_error"):
+            view["notice_error"] = record["notice_error"]
     return view
 
 

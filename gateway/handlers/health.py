@@ -1,4 +1,5 @@
-"""GET /healthz (the process is up) and GET /readyz (Redis reachable and durable)."""
+"""GET /healthz (the process is up) and GET /readyz (Redis reachable, durable, its data epoch intact, and
+this process not shedding load)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 from aiohttp import web
 
 from gateway.context import gateway_of
+from gateway.core.redis import DataLost
 from gateway.responses import respond
 
 
@@ -19,9 +21,13 @@ async def readyz(request: web.Request) -> web.Response:
     try:
         async with asyncio.timeout(gw.settings.redis_timeout_s):
             await gw.redis.ping()
+    except DataLost as exc:
+        return respond({"status": "unavailable", "problems": [str(exc)]}, status=503)
     except Exception as exc:  # any failure to reach Redis means not ready
         return respond({"status": "unavailable", "problems": [f"redis: {type(exc).__name__}"]}, status=503)
     readiness = gw.readiness
-    if readiness.require_durable and not readiness.durable:
+    if readiness.data_lost or (readiness.require_durable and not readiness.durable):
         return respond({"status": "unavailable", "problems": readiness.problems}, status=503)
+    if gw.admission.shedding:
+        return respond({"status": "shedding", "problems": ["too many ingest requests at once"]}, status=503)
     return respond({"status": "ready"})

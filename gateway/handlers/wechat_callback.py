@@ -117,7 +117,8 @@ async def receive_event(request: web.Request) -> web.Response:
         metrics.WECHAT_FINISH_EVENTS.labels("unknown_msgid").inc()
         return _success()
     index: dict[str, Any] = orjson.loads(raw_index)
-    await gw.scripts.finish_event(gw.redis, list(index["records"]), status, clock.now_ms())
+    shard = keys.shard_of(index["cid"], gw.settings.shards)
+    await gw.scripts.finish_event(gw.redis, shard, list(index["records"]), status, clock.now_ms())
     if status == USER_BLOCK:
         await _mark_blocked(request, str(index["cid"]), event.get("FromUserName", ""))
     if not await gw.redis.set(seen, "1", nx=True, ex=SEEN_TTL_S):

@@ -17,6 +17,8 @@ from tests.support import make_event
 pytestmark = pytest.mark.e2e
 
 _METHODS = {"get", "put", "post", "delete", "patch", "head", "options"}
+_PREFS = "/v1/customers/{customer_id}/preferences"
+_TIMELINE = "/v1/customers/{customer_id}/events"
 
 
 def app_routes(settings_for: Callable[..., Any]) -> set[tuple[str, str]]:
@@ -95,6 +97,12 @@ async def test_the_answers_of_every_route_are_documented(stack_for: Callable[...
         ("delete", "/v1/bindings/{customer_id}", "/v1/bindings/C-doc", None, {}),
         ("delete", "/v1/bindings/{customer_id}", "/v1/bindings/C-doc", None, {}),
         ("get", "/v1/bindings/{customer_id}", "/v1/bindings/C-doc", None, {}),
+        ("put", _PREFS, "/v1/customers/C-doc/preferences", {"muted_types": ["refund"]}, {}),
+        ("put", _PREFS, "/v1/customers/C-doc/preferences", {"quiet_hours": {"start": "1"}}, {}),
+        ("get", _PREFS, "/v1/customers/C-doc/preferences", None, {}),
+        ("get", _PREFS, "/v1/customers/-bad/preferences", None, {}),
+        ("get", _TIMELINE, "/v1/customers/C-doc/events?limit=5", None, {}),
+        ("get", _TIMELINE, "/v1/customers/C-doc/events?since=yesterday", None, {}),
         ("get", "/wechat/callback", "/wechat/callback?signature=x&timestamp=1&nonce=n&echostr=e", None, {}),
         ("post", "/wechat/callback", "/wechat/callback?signature=x", None, {"raw": b"<xml/>"}),
         ("get", "/healthz", "/healthz", None, {}),

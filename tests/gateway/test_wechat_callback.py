@@ -192,7 +192,7 @@ async def test_finish_event_script_writes_only_existing_records(
     scripts = Scripts(settings_for())
     live, gone = keys.event(0, "cbs", "E1"), keys.event(0, "cbs", "E2")
     await redis.hset(live, mapping={"status": "delivered"})
-    assert await scripts.finish_event(redis, [live, gone], "success", 1_700_000_000_000) == 1
+    assert await scripts.finish_event(redis, 0, [live, gone], "success", 1_700_000_000_000) == 1
     assert await redis.hgetall(live) == {
         "status": "delivered",
         "finish_status": "success",

@@ -25,7 +25,18 @@ Entries = list[tuple[str, dict[str, str]]]
 
 def _args(event_id: str, *, body: str = "a", signature: str | None = None, customer: str = CID) -> IngestArgs:
     canonical = orjson.dumps({"event_id": event_id, "customer_id": customer, "body": body})
-    return IngestArgs(SRC, event_id, customer, canonical, payload_hash(canonical), signature)
+    return IngestArgs(
+        SRC,
+        event_id,
+        customer,
+        canonical,
+        payload_hash(canonical),
+        event_type="debit",
+        amount_cents="100",
+        critical=False,
+        summary=(),
+        signature=signature,
+    )
 
 
 @pytest.fixture
@@ -153,6 +164,7 @@ async def test_finish_delivered_records_and_acks(redis: Redis, build: Callable[.
     updated = await scripts.finish(
         redis,
         shard=SHARD,
+        critical=False,
         entry_id=entry_id,
         records=[_record("E1")],
         status="delivered",
@@ -176,6 +188,7 @@ async def test_finish_never_overwrites_a_final_record_but_still_acks(
         updated = await scripts.finish(
             redis,
             shard=SHARD,
+            critical=False,
             entry_id=entry_id,
             records=[_record("E1")],
             status=status,
@@ -200,6 +213,7 @@ async def test_finish_retrying_schedules_the_entry(redis: Redis, build: Callable
     updated = await scripts.finish(
         redis,
         shard=SHARD,
+        critical=False,
         entry_id=entry_id,
         records=[_record("E1")],
         status="retrying",
@@ -222,6 +236,7 @@ async def test_finish_dead_lettered_writes_the_dead_letter(redis: Redis, build: 
     await scripts.finish(
         redis,
         shard=SHARD,
+        critical=False,
         entry_id=entry_id,
         records=[_record("E1")],
         status="dead_lettered",
@@ -244,6 +259,7 @@ async def test_finish_updates_every_record_of_a_digest(redis: Redis, build: Call
     updated = await scripts.finish(
         redis,
         shard=SHARD,
+        critical=False,
         entry_id=entry_id,
         records=[_record("E1"), _record("E2")],
         status="delivered",
@@ -269,11 +285,11 @@ async def test_move_retries_moves_only_due_entries(redis: Redis, build: Callable
             _entry_json(later, 2).decode(): now_ms + 600_000,
         },
     )
-    assert await scripts.move_retries(redis, SHARD, 100) == 1
+    assert await scripts.move_retries(redis, keys.retries(SHARD), keys.stream(SHARD), 100) == 1
     [(_, fields)] = await _stream(redis)
     assert fields == due
     assert [orjson.loads(e)["eid"] for e in await _members(redis, keys.retries(SHARD))] == ["LATER"]
-    assert await scripts.move_retries(redis, SHARD, 100) == 0
+    assert await scripts.move_retries(redis, keys.retries(SHARD), keys.stream(SHARD), 100) == 0
 
 
 async def test_move_retries_respects_the_batch_limit(redis: Redis, build: Callable[..., Any]) -> None:
@@ -282,7 +298,7 @@ async def test_move_retries_respects_the_batch_limit(redis: Redis, build: Callab
         keys.retries(SHARD),
         {_entry_json({"kind": "event", "eid": f"E{i}", "att": "1"}, 1).decode(): i for i in range(5)},
     )
-    assert await scripts.move_retries(redis, SHARD, 3) == 3
+    assert await scripts.move_retries(redis, keys.retries(SHARD), keys.stream(SHARD), 3) == 3
     assert await redis.zcard(keys.retries(SHARD)) == 2
     assert [f["eid"] for _, f in await _stream(redis)] == ["E0", "E1", "E2"]
 
@@ -407,6 +423,7 @@ async def test_replay_dead_puts_the_entry_back_with_attempts_reset(
     await scripts.finish(
         redis,
         shard=SHARD,
+        critical=False,
         entry_id=entry_id,
         records=[_record("E1")],
         status="dead_lettered",
@@ -415,7 +432,9 @@ async def test_replay_dead_puts_the_entry_back_with_attempts_reset(
         entry_json=_entry_json(fields, 3),
     )
     [(dead_id, _)] = cast(Entries, await redis.xrange(keys.dead_letters(SHARD)))
-    new_id = await scripts.replay_dead(redis, SHARD, dead_id, [_record("E1")])
+    new_id = await scripts.replay_dead(
+        redis, keys.dead_letters(SHARD), keys.stream(SHARD), dead_id, [_record("E1")]
+    )
     assert new_id is not None
     [_, (replayed_id, replayed)] = await _stream(redis)
     assert replayed_id == new_id
@@ -423,13 +442,21 @@ async def test_replay_dead_puts_the_entry_back_with_attempts_reset(
     record = await redis.hgetall(_record("E1"))
     assert (record["status"], record["attempts"]) == ("queued", "0")
     assert await redis.xlen(keys.dead_letters(SHARD)) == 0
-    assert await scripts.replay_dead(redis, SHARD, dead_id, [_record("E1")]) is None
+    assert (
+        await scripts.replay_dead(
+            redis, keys.dead_letters(SHARD), keys.stream(SHARD), dead_id, [_record("E1")]
+        )
+        is None
+    )
     assert len(await _stream(redis)) == 2
 
 
 async def test_replay_dead_of_an_unknown_id_changes_nothing(redis: Redis, build: Callable[..., Any]) -> None:
     _, scripts = build()
     await scripts.ingest(redis, _args("E1"))
-    assert await scripts.replay_dead(redis, SHARD, "1-1", [_record("E1")]) is None
+    assert (
+        await scripts.replay_dead(redis, keys.dead_letters(SHARD), keys.stream(SHARD), "1-1", [_record("E1")])
+        is None
+    )
     assert await redis.hget(_record("E1"), "status") == "queued"
     assert len(await _stream(redis)) == 1
