@@ -22,7 +22,15 @@ from gateway.core.errors import (
     Unprocessable,
     UnsupportedMediaType,
 )
-from gateway.core.redis import DataLost, RedisClient, check_durability, check_epoch
+from gateway.core.redis import (
+    DataLost,
+    EpochGuard,
+    NotDurable,
+    RedisClient,
+    check_durability,
+    check_epoch,
+    guard_of,
+)
 from gateway.core.scripts import Scripts
 from gateway.core.settings import Settings
 from gateway.ingest import Ingestor
@@ -41,14 +49,20 @@ class Readiness:
     problems: list[str] = field(default_factory=list)
     data_lost: bool = False
     shards: int = 1
+    _guard: EpochGuard | None = None
 
     async def refresh(self, redis: RedisClient) -> None:
+        self._guard = guard_of(redis)
+        self._guard.refuse_unsafe = self.require_durable
         lost = None
         try:
             found = (await check_durability(redis)).problems
+            self._guard.durability_problems = tuple(found)
             lost = await check_epoch(redis, self.shards)
         except DataLost as exc:  # a new connection found the epoch gone
             found, lost = [], str(exc)
+        except NotDurable as exc:  # a new connection found Redis unsafe
+            found = [str(exc)]
         except Exception as exc:  # CONFIG refused or Redis down: unknown is not durable
             found = [f"cannot read Redis persistence settings ({type(exc).__name__})"]
         if lost is not None:
@@ -60,12 +74,31 @@ class Readiness:
         self.durable, self.problems, self.data_lost = not found, found, lost is not None
         metrics.REDIS_DURABLE.set(1 if self.durable else 0)
 
+    def current_problems(self) -> list[str]:
+        """The last check's problems and what a connection made since then found (a Redis restart)."""
+        guard = self._guard
+        if guard is None:
+            return self.problems
+        fresh = ([guard.lost] if guard.lost else []) + list(guard.durability_problems)
+        return self.problems + [problem for problem in fresh if problem not in self.problems]
+
+    def lost_data(self) -> bool:
+        return self.data_lost or (self._guard is not None and self._guard.lost is not None)
+
+    def refuses(self) -> bool:
+        """Whether ingest must be refused now (see require_accepting)."""
+        if self.lost_data():
+            return True
+        if not self.require_durable:
+            return False
+        return not self.durable or bool(self._guard is not None and self._guard.durability_problems)
+
     def require_accepting(self) -> None:
         """Raises ServiceUnavailable unless Redis is known to be durable (or durability is not required)
-        and holds the data epoch this process knew."""
-        if self.data_lost:
+        and holds the data epoch this process knew; a Redis restart is judged by its first connection."""
+        if self.lost_data():
             raise ServiceUnavailable("the queue lost its data; an operator must check it", retry_after_s=30)
-        if self.require_durable and not self.durable:
+        if self.refuses():
             raise ServiceUnavailable("the queue is not durable right now, retry later", retry_after_s=5)
 
 

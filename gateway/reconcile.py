@@ -57,7 +57,7 @@ class Reconciliation:
 
 
 def _entry_ids(fields: dict[str, str]) -> list[str]:
-    """"source:event_id" of each event a stream entry (or its JSON copy) carries."""
+    """ "source:event_id" of each event a stream entry (or its JSON copy) carries."""
     if fields.get("kind") == "digest":
         items = orjson.loads(fields.get("items", "[]"))
         return [f"{item['src']}:{item['eid']}" for item in items]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,16 +135,43 @@ def tmp_dir(tmp_path: Path) -> Path:
 
 
 _NEVER_LOGGED = ("6222020200001234", SECRET, APP_SECRET)  # make_event's account and the fixture secrets
+_DIGIT_RUN = re.compile(r"(?<!\d)\d{13,19}(?!\d)")
+_OPENID = re.compile(r"oUser_[A-Za-z0-9_-]+")  # the fixtures' openids; a masked one shows 4 characters
+_TOKEN = re.compile(r"access_token=[^&\s\"]{8,}|[A-Za-z0-9_-]{120,}")  # the simulator's tokens are 136
+
+
+def _luhn_valid(digits: str) -> bool:
+    total = 0
+    for index, char in enumerate(reversed(digits)):
+        value = int(char) * (2 if index % 2 else 1)
+        total += value - 9 if value > 9 else value
+    return total % 10 == 0
+
+
+def _looks_like_a_time(digits: str) -> bool:
+    """Unix times in ms (13 digits) or ns (19): stream ids and timestamps, not account numbers."""
+    return (len(digits) == 13 and digits.startswith("1")) or (len(digits) == 19 and digits.startswith("17"))
+
+
+def leaks_in(line: str) -> list[str]:
+    """What a log line must never hold: a full account number (a Luhn-valid run of 13 to 19 digits), an
+    openid in clear, an access token, or a fixture secret. Returns the kinds found."""
+    found = [f"secret {secret[:4]}" for secret in _NEVER_LOGGED if secret in line]
+    accounts = [run for run in _DIGIT_RUN.findall(line) if _luhn_valid(run) and not _looks_like_a_time(run)]
+    found += ["account number"] * bool(accounts)
+    found += ["openid"] * bool(_OPENID.search(line))
+    found += ["access token"] * bool(_TOKEN.search(line))
+    return found
 
 
 @pytest.fixture(autouse=True)
 def no_secrets_in_logs(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
-    """Every test of the suite is also a log scan: the default account number and the fixture secrets
-    must never appear in a log line (as the JSON formatter would write it, extras included)."""
+    """Every test of the suite is also a log scan: no full account number (any Luhn-valid 13-19 digit
+    run), no openid in clear, no access token and no fixture secret may appear in a log line (as the JSON
+    formatter would write it, extras included)."""
     caplog.set_level(logging.INFO)
     yield
     formatter = JsonFormatter()
     for record in caplog.records:
-        line = formatter.format(record)
-        leaked = [secret for secret in _NEVER_LOGGED if secret in line]
-        assert not leaked, f"a log line holds a secret or account number: {record.name}: {record.msg}"
+        leaked = leaks_in(formatter.format(record))
+        assert not leaked, f"a log line holds {', '.join(leaked)}: {record.name}: {record.msg}"

@@ -20,6 +20,7 @@ def _tag(shard: int) -> str:
 
 
 NOTICE_GROUP = "notices"
+EPOCH = f"{PREFIX}:epoch"  # hash: the id of this deployment's data, written once (see redis.py check_epoch)
 
 
 def stream(shard: int, critical: bool = False) -> str:

@@ -44,8 +44,6 @@ def text_map(raw: Any) -> dict[str, str]:
     return cast(dict[str, str], raw)
 
 
-# The one key outside keys.py: it belongs to no shard and no script touches it (TODO: move to keys.py).
-EPOCH_KEY = f"{keys.PREFIX}:epoch"
 _guards: weakref.WeakKeyDictionary[RedisClient, EpochGuard] = weakref.WeakKeyDictionary()
 
 
@@ -54,6 +52,11 @@ class DataLost(RedisConnectionError):
 
     A ConnectionError, so every caller treats it as Redis being unavailable (503, retry later), never as
     a Redis it may write to."""
+
+
+class NotDurable(RedisConnectionError):
+    """A new connection found Redis without persistence or with eviction, in a process that must not
+    write to such a Redis (the gateway). Raised before the connection's first command."""
 
 
 @dataclass
@@ -69,6 +72,10 @@ class EpochGuard:
 
     known: str | None = None
     lost: str | None = None  # why this Redis is refused, once the epoch went missing or changed
+    # what the last new connection found about persistence and eviction (the gateway refuses on it at
+    # once, instead of at its next periodic check: a Redis restarted with an evicting policy, say)
+    durability_problems: tuple[str, ...] = ()
+    refuse_unsafe: bool = False  # the gateway sets it: a new connection to a non-durable Redis fails
 
     def accept(self, epoch: Epoch) -> str | None:
         """Compare what Redis holds with what this process knew; returns the problem, or None."""
@@ -103,11 +110,25 @@ class EpochGuard:
         await connection.on_connect()
         if self.known is None:
             return
-        await connection.send_command("HGETALL", EPOCH_KEY)
+        await connection.send_command("HGETALL", keys.EPOCH)
         epoch = _epoch_from(text_map(_pairs(await connection.read_response())))
+        self.durability_problems = tuple(await _durability_on(connection))
         problem = self.missing() if epoch is None else self.accept(epoch)
         if problem is not None:
             raise DataLost(problem)
+        if self.refuse_unsafe and self.durability_problems:
+            raise NotDurable("; ".join(self.durability_problems))
+
+
+async def _durability_on(connection: AbstractConnection) -> list[str]:
+    config: dict[str, str] = {}
+    try:
+        for name in ("appendonly", "maxmemory-policy"):
+            await connection.send_command("CONFIG", "GET", name)
+            config.update(_pairs(await connection.read_response()))
+    except ResponseError:  # CONFIG renamed away: unknown is not durable
+        return ["cannot read Redis persistence settings (ResponseError)"]
+    return Durability(config.get("appendonly") == "yes", "", config.get("maxmemory-policy", "")).problems
 
 
 def _pairs(raw: Any) -> dict[str, str]:
@@ -137,16 +158,16 @@ def guard_of(redis: RedisClient) -> EpochGuard:
 
 
 async def read_epoch(redis: RedisClient) -> Epoch | None:
-    return _epoch_from(text_map(await redis.hgetall(EPOCH_KEY)))
+    return _epoch_from(text_map(await redis.hgetall(keys.EPOCH)))
 
 
 async def write_epoch(redis: RedisClient, how: str, *, replace: bool = False) -> Epoch:
     """Write a new epoch (only if none exists, unless `replace`); returns the epoch Redis now holds."""
     new_id = secrets.token_hex(8)
     if replace:
-        await redis.delete(EPOCH_KEY)
-    if await redis.hsetnx(EPOCH_KEY, "id", new_id):
-        await redis.hset(EPOCH_KEY, mapping={"created_ms": clock.now_ms(), "how": how})
+        await redis.delete(keys.EPOCH)
+    if await redis.hsetnx(keys.EPOCH, "id", new_id):
+        await redis.hset(keys.EPOCH, mapping={"created_ms": clock.now_ms(), "how": how})
     epoch = await read_epoch(redis)
     if epoch is None:  # deleted between the two calls: an operator is at work, try again later
         raise DataLost("the data epoch disappeared while it was written")

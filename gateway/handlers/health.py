@@ -8,7 +8,7 @@ import asyncio
 from aiohttp import web
 
 from gateway.context import gateway_of
-from gateway.core.redis import DataLost
+from gateway.core.redis import DataLost, NotDurable
 from gateway.responses import respond
 
 
@@ -21,7 +21,7 @@ async def readyz(request: web.Request) -> web.Response:
     try:
         async with asyncio.timeout(gw.settings.redis_timeout_s):
             await gw.redis.ping()
-    except DataLost as exc:
+    except (DataLost, NotDurable) as exc:
         return respond({"status": "unavailable", "problems": [str(exc)]}, status=503)
     except Exception as exc:  # any failure to reach Redis means not ready
         return respond({"status": "unavailable", "problems": [f"redis: {type(exc).__name__}"]}, status=503)

@@ -12,10 +12,12 @@ and nothing acknowledged is lost. The figures go to build/cluster-failover-<serv
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import json
 import os
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +51,7 @@ def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
         yield local
     finally:
         local.stop()
+        gc.collect()  # within this test's teardown, where its filterwarnings mark applies
 
 
 @dataclass
@@ -105,6 +108,9 @@ async def ready(stack: Stack) -> bool:
     return status == 200
 
 
+# redis-py's cluster client drops the ClusterNode of a failed primary from its table while commands still
+# hold connections to it; those are garbage-collected unclosed (a ResourceWarning, raised as unraisable)
+@pytest.mark.filterwarnings("ignore::ResourceWarning", "ignore::pytest.PytestUnraisableExceptionWarning")
 @pytest.mark.parametrize("wait_replicas", [0, 1])
 async def test_a_killed_primary_fails_over_and_nothing_acknowledged_is_silently_gone(
     stack_for: Callable[..., Awaitable[Stack]], redis: RedisCluster, cluster: LocalCluster, wait_replicas: int
@@ -123,10 +129,12 @@ async def test_a_killed_primary_fails_over_and_nothing_acknowledged_is_silently_
     cluster.kill(int(victim.port))
     await asyncio.to_thread(_wait_promoted, cluster, int(victim.port))
     promoted_at = time.monotonic()
+    # back as the new primary's replica, as its supervisor would do (with WAIT 1 the new primary needs one)
+    cluster.start_node(int(victim.port))
     await eventually(lambda: ready(stack), timeout_s=30)
-    await eventually(lambda: _acknowledged_since(load, time.monotonic() + 0.5, 50), timeout_s=30)
+    ready_at = time.monotonic()
+    await eventually(lambda: _acknowledged_since(load, ready_at, 50), timeout_s=30)
     recovered_at = _first_ack_after_refusals(load, killed_at)
-    cluster.start_node(int(victim.port))  # back as the new primary's replica, as its supervisor would
     await asyncio.to_thread(cluster.wait_healthy)
     load.stopping.set()
     await running
@@ -203,7 +211,11 @@ async def _until_delivered(stack: Stack, event_ids: list[str]) -> None:
     async def done() -> bool:
         return all(status == "delivered" for status in await statuses(stack, event_ids))
 
-    await eventually(done, timeout_s=60)
+    try:
+        await eventually(done, timeout_s=60)
+    except AssertionError:
+        found = Counter(await statuses(stack, event_ids))
+        raise AssertionError(f"not all delivered: {dict(found)}") from None
 
 
 def _report(figures: dict[str, Any]) -> None:

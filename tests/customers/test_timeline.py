@@ -8,7 +8,8 @@ from typing import Any
 from gateway.core.settings import RateLimit
 from gateway.handlers.customers import timeline_steps
 from tests.gateway.helpers import assert_error, send
-from tests.support import make_event
+from tests.support import KEY_ID, SECRET, eventually, make_event
+from tests.webhook_receiver import WebhookReceiver
 from tests.workers.flows import StackFactory, until_status
 
 CUSTOMER, OPENID = "C-timeline", "oUser_timeline"
@@ -19,7 +20,15 @@ def _states(view: dict[str, Any]) -> list[str]:
 
 
 async def test_the_timeline_shows_every_state_of_every_alert(stack_for: StackFactory) -> None:
-    stack = await stack_for(rate_limit=RateLimit(1, 60))
+    receiver = await WebhookReceiver([SECRET]).start()
+    try:
+        await _every_state(stack_for, receiver)
+    finally:
+        await receiver.stop()
+
+
+async def _every_state(stack_for: StackFactory, receiver: WebhookReceiver) -> None:
+    stack = await stack_for(rate_limit=RateLimit(1, 60), callback_urls={KEY_ID: receiver.url})
     await stack.client.bind(CUSTOMER, OPENID)
     await stack.client.call("PUT", f"/v1/customers/{CUSTOMER}/preferences", {"muted_types": ["refund"]})
     sent = make_event(customer_id=CUSTOMER, type="debit", amount="10.00")
@@ -30,6 +39,10 @@ async def test_the_timeline_shows_every_state_of_every_alert(stack_for: StackFac
         await stack.client.post_event(event)
     for event in (sent, urgent):
         await until_status(stack, event["event_id"], "delivered")
+    await stack.sim("PUT", "/sim/faults", {"script": [{"errcode": 47003}]})  # invalid data: dead letter
+    poisoned = make_event(customer_id=CUSTOMER, type="debit", amount="12.50", priority="critical")
+    await stack.client.post_event(poisoned)
+    await until_status(stack, poisoned["event_id"], "dead_lettered")
     await stack.sim("POST", "/sim/unsubscribe", {"openid": OPENID})
     refused = make_event(customer_id=CUSTOMER, type="debit", amount="13.00", priority="critical")
     await stack.client.post_event(refused)
@@ -38,10 +51,15 @@ async def test_the_timeline_shows_every_state_of_every_alert(stack_for: StackFac
     await stack.client.post_event(unbound)
     await until_status(stack, unbound["event_id"], "no_binding")
 
+    async def notified() -> bool:  # core banking heard about the three that did not reach the customer
+        return len(receiver.unique()) == 3
+
+    await eventually(notified)
+
     status, body = await stack.client.call("GET", f"/v1/customers/{CUSTOMER}/events")
     assert status == 200
     views = {view["event_id"]: view for view in body["events"]}
-    order = [unbound, refused, urgent, held, muted, sent]
+    order = [unbound, refused, poisoned, urgent, held, muted, sent]
     assert [view["event_id"] for view in body["events"]] == [e["event_id"] for e in order]  # newest first
     assert _states(views[sent["event_id"]]) == ["accepted", "sent"]
     assert _states(views[muted["event_id"]]) == ["accepted", "suppressed"]
@@ -49,9 +67,10 @@ async def test_the_timeline_shows_every_state_of_every_alert(stack_for: StackFac
     assert _states(views[held["event_id"]]) == ["accepted", "digested"]
     assert views[held["event_id"]]["timeline"][1]["detail"] == "rate_limit"
     assert views[urgent["event_id"]]["priority"] == "critical"
-    assert _states(views[refused["event_id"]]) == ["accepted", "failed"]
+    assert _states(views[poisoned["event_id"]]) == ["accepted", "dead_lettered", "fallback_sent"]
+    assert _states(views[refused["event_id"]]) == ["accepted", "failed", "fallback_sent"]
     assert views[refused["event_id"]]["last_error"] == "43004"
-    assert _states(views[unbound["event_id"]]) == ["accepted", "no_binding"]
+    assert _states(views[unbound["event_id"]]) == ["accepted", "no_binding", "fallback_sent"]
     first = views[sent["event_id"]]
     assert (first["type"], first["amount"], first["currency"], first["account"]) == (
         "debit",
