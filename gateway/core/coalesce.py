@@ -16,7 +16,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
 
 from gateway.core.redis import AnyPipeline, RedisClient
@@ -119,12 +118,7 @@ class Coalescer(Generic[T]):
         async with self._redis.pipeline(transaction=False) as pipe:
             counts = [await self._queue(pipe, item) for item in items]
             waits = self._queue_waits(pipe)
-            try:
-                flat = list(await pipe.execute(raise_on_error=False))
-            except (AttributeError, TypeError) as exc:
-                # redis-py's cluster client closes every node's connections when it refreshes its topology
-                # (a failover), under pipelines still using them: that is a lost connection, not a bug of ours
-                raise RedisConnectionError(f"connection closed underneath: {type(exc).__name__}") from exc
+            flat = list(await pipe.execute(raise_on_error=False))
         if waits:
             self._check_waits(flat[-waits:])
         results, start = [], 0

@@ -39,6 +39,7 @@ pytestmark = pytest.mark.e2e
 REPORT = Path(__file__).resolve().parents[2] / "build" / "cluster-failover.json"
 ACCEPTED = (200, 202)
 POSTERS = 16
+PACE_S = 0.04  # each sender's pause between events: a few hundred events/s, so the drain stays short
 _skew = itertools.count()
 
 
@@ -85,6 +86,7 @@ class Load:
             sent = Sent(make_event(customer_id=customer, type="debit", amount="1.00"))
             self.sent.append(sent)
             await self._post(sent)
+            await asyncio.sleep(PACE_S)
 
     async def _post(self, sent: Sent) -> None:
         body = orjson.dumps(sent.event)
