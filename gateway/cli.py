@@ -198,6 +198,12 @@ def cmd_epoch(args: argparse.Namespace) -> None:
 def cmd_bench(args: argparse.Namespace) -> None:
     from loadtest.bench import run_bench
 
+    if args.scaling:
+        from loadtest.scaling import run_scaling
+
+        configure("WARNING")
+        asyncio.run(run_scaling(seconds=2.5 if args.quick else 5.0, json_path=args.json))
+        return
     configure("WARNING")
     _install_uvloop()
     asyncio.run(run_bench(quick=args.quick, json_path=args.json, soak_s=args.soak, profile_dir=args.profile))
@@ -256,6 +262,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser("bench", help="measure ingress and delivery throughput")
     bench.add_argument("--quick", action="store_true", help="a short run")
+    bench.add_argument(
+        "--scaling",
+        action="store_true",
+        help="only events/s at 1 and 2 gateway/worker processes, on one Redis and on a local cluster",
+    )
     bench.add_argument("--json", default=None, help="also write the results to this JSON file")
     bench.add_argument(
         "--soak",

@@ -16,7 +16,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
-from redis.asyncio.client import Pipeline
 
 from gateway.core import clock, keys, metrics
 from gateway.core.coalesce import Coalescer
@@ -30,6 +29,7 @@ from workers.backoff import backoff_s
 from workers.breaker import Breaker
 from workers.consumer import Consumer, Limits, Streams
 from workers.render import SHANGHAI, RenderError, Templates, render_digest, render_event
+from workers.throttle import Throttle
 from workers.token import TokenCache
 from workers.wechat import Answer, Outcome, TokenError, Verdict, Wait, WeChatClient, classify
 
@@ -111,6 +111,7 @@ class Sender:
     breaker: Breaker
     appid: str
     templates: Templates | None = None
+    throttle: Throttle | None = None  # the global outbound rate limit of the appid (None: no limit)
 
 
 def delivery_consumer(settings: Settings, redis: RedisClient, deliverer: Deliverer, name: str) -> Consumer:
@@ -214,6 +215,8 @@ class Deliverer:
         if wait_s > 0:
             await self._defer(entry, wait_s)
             return
+        if sender.throttle is not None:
+            await sender.throttle.acquire()
         attempt = entry.attempts + 1
         started = clock.now_ms()
         try:

@@ -26,6 +26,7 @@ from workers.notices import Notifier, notice_consumer
 from workers.queue_monitor import QueueMonitor
 from workers.render import Templates
 from workers.retries import Scheduler
+from workers.throttle import Throttle
 from workers.token import TokenCache
 from workers.wechat import TokenError, WeChatClient
 
@@ -107,7 +108,9 @@ def _senders(
     for appid, secret in accounts.items():
         tokens = TokenCache(redis, scripts, client, appid, secret, margin_s)
         ids = settings.wechat_templates.get(appid)
-        senders.append(Sender(client, tokens, breaker, appid, templates.with_ids(ids) if ids else None))
+        throttle = Throttle(redis, scripts, appid, settings.wechat_max_sends_per_s)
+        own_templates = templates.with_ids(ids) if ids else None
+        senders.append(Sender(client, tokens, breaker, appid, own_templates, throttle))
     return senders
 
 

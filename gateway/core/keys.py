@@ -103,6 +103,11 @@ def token(appid: str) -> str:
     return f"{PREFIX}:{{wx:{appid}}}:token"
 
 
+def send_rate(appid: str) -> str:
+    """Hash: the sends of an appid in the current second, across all workers (the global outbound limit)."""
+    return f"{PREFIX}:{{wx:{appid}}}:sends"
+
+
 def token_lock(appid: str) -> str:
     """Lock held by the one process refreshing an appid's token."""
     return f"{PREFIX}:{{wx:{appid}}}:token-lock"

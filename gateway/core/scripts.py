@@ -70,6 +70,7 @@ class Scripts:
         self._replay_dead = _Script("replay_dead")
         self._finish_event = _Script("finish_event")
         self._notice_finish = _Script("notice_finish")
+        self._throttle = _Script("throttle")
 
     async def load(self, redis: RedisClient) -> None:
         """Load every script (after a Redis restart, pipelines answer NOSCRIPT until this runs); on a
@@ -84,6 +85,7 @@ class Scripts:
             self._replay_dead,
             self._finish_event,
             self._notice_finish,
+            self._throttle,
         ):
             await redis.script_load(script.source)
 
@@ -184,6 +186,11 @@ class Scripts:
                 [customer_id, limit.count, limit.window_s * 1000, most],
             )
         )
+
+    async def throttle(self, client: Client, appid: str, per_second: int, wanted: int) -> tuple[int, int]:
+        """Take up to `wanted` send permits of the appid's current second. Returns (granted, ms left)."""
+        granted, left_ms = await self._throttle(client, [keys.send_rate(appid)], [per_second, wanted])
+        return int(granted), int(left_ms)
 
     async def token_invalidate(self, client: Client, appid: str, failed_token: str) -> bool:
         return bool(await self._token_invalidate(client, [keys.token(appid)], [failed_token]))

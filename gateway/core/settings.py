@@ -263,6 +263,12 @@ class Settings:
         "JSON file of each account's template ids {appid: {event type or digest: id}}; default account:"
         " the shipped ones",
     )
+    wechat_max_sends_per_s: int = _setting(
+        "PUSHGW_WECHAT_MAX_SENDS_PER_S",
+        _non_negative_int,
+        0,
+        "global outbound limit: template sends a second per official account, all workers together (0: none)",
+    )
     wechat_timeout_s: float = _setting(
         "PUSHGW_WECHAT_TIMEOUT_S", _positive_float, 5.0, "total timeout of one WeChat API call"
     )
