@@ -1,10 +1,11 @@
 """`pushgw bench --scaling`: throughput against the number of gateway and worker processes, on one Redis and
 on a local Redis Cluster (three primaries, one replica each), every node with appendfsync always.
 
-For each topology and each process count it measures, with its own load generator process(es):
-single-event ingress and batch ingress (closed loop, 64 connections per generator, `pushgw gateway
---processes N`) and worker delivery from the backlog those runs left (`pushgw worker --processes N`, counted
-by the simulator). It prints one table; docs/scaling.md reads it against the cores the machine has.
+For each topology (the cluster also with `PUSHGW_REDIS_WAIT_REPLICAS=1`) and each process count it
+measures, with its own load generator process(es): single-event ingress and batch ingress (closed loop, 64
+connections per generator, `pushgw gateway --processes N`) and worker delivery from the backlog those runs
+left (`pushgw worker --processes N`, counted by the simulator). It prints one table; docs/scaling.md reads
+it against the cores the machine has.
 """
 
 from __future__ import annotations
@@ -100,14 +101,17 @@ async def _delivery(env: dict[str, str], processes: int, sim_url: str, seconds: 
             return (done - start_count) / (time.monotonic() - started)
 
 
-async def _measure(topology: str, processes: int, urls: tuple[str, str], shards: int, seconds: float) -> Any:
+async def _measure(
+    topology: str, processes: int, urls: tuple[str, str], shards: int, seconds: float, wait: int = 0
+) -> Any:
     redis_url, sim_url = urls
     await _fresh(redis_url, shards)
     env = {**_gateway_env(redis_url, sim_url), "PUSHGW_SHARDS": str(shards)}
+    env["PUSHGW_REDIS_WAIT_REPLICAS"] = str(wait)
     single = await _ingress(env, processes, "single", seconds)
     batch = await _ingress(env, processes, "batch", seconds)
     delivery = await _delivery(env, processes, sim_url, seconds)
-    row = {"topology": topology, "shards": shards, "processes": processes}
+    row = {"topology": topology + (f"+WAIT{wait}" if wait else ""), "shards": shards, "processes": processes}
     return row | {"single": single, "batch": batch, "delivery": delivery}
 
 
@@ -122,8 +126,10 @@ async def run_scaling(
                 sim_url = f"http://127.0.0.1:{sim_port}"
                 env = _gateway_env(redis_url, sim_url)
                 async with _process([*PUSHGW, "sim", "--port", str(sim_port)], env, sim_url + "/healthz"):
-                    for count in processes:
-                        results.append(await _measure(topology, count, (redis_url, sim_url), shards, seconds))
+                    for wait in (0, 1) if topology == "cluster" else (0,):
+                        for count in processes:
+                            urls = (redis_url, sim_url)
+                            results.append(await _measure(topology, count, urls, shards, seconds, wait))
     sys.stdout.write(render(results, seconds) + "\n")
     if json_path:
         Path(json_path).write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
@@ -133,11 +139,11 @@ async def run_scaling(
 def render(results: list[dict[str, Any]], seconds: float) -> str:
     lines = [
         f"pushgw bench --scaling ({seconds} s a measure; {os.cpu_count()} cores; appendfsync always)",
-        f"{'redis':<9}{'shards':>7}{'procs':>7}{'single ev/s':>14}{'batch ev/s':>14}{'delivery ev/s':>15}",
+        f"{'redis':<15}{'shards':>7}{'procs':>7}{'single ev/s':>14}{'batch ev/s':>14}{'delivery ev/s':>15}",
     ]
     for r in results:
         lines.append(
-            f"{r['topology']:<9}{r['shards']:>7}{r['processes']:>7}"
+            f"{r['topology']:<15}{r['shards']:>7}{r['processes']:>7}"
             f"{r['single']:>14,.0f}{r['batch']:>14,.0f}{r['delivery']:>15,.0f}"
         )
     return "\n".join(lines)

@@ -241,7 +241,12 @@ class Settings:
         True,
         "share Redis round trips between concurrent single-event requests (off: one round trip each)",
     )
-    shards: int = _setting("PUSHGW_SHARDS", _positive_int, 1, "number of delivery streams (by customer)")
+    shards: int = _setting(
+        "PUSHGW_SHARDS",
+        _positive_int,
+        1,
+        "shards: delivery streams by customer, one cluster slot each (>= 4 x primaries; never lower it)",
+    )
     wechat_base_url: str = _setting(
         "PUSHGW_WECHAT_BASE_URL", str, "https://api.weixin.qq.com", "WeChat API base URL"
     )

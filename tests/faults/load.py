@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from tests.faults.oracle import Oracle
+from tests.faults.oracle import NO_ANSWER, Oracle
 from tests.support import make_event, signed_headers
 
 _skew = itertools.count()
@@ -38,8 +38,8 @@ async def post_retrying(
         headers = signed_headers(body, at_s=int(time.time()) - next(_skew) % 200)
         try:
             status, answer = await oracle.stack.client.call("POST", "/v1/events", raw=body, headers=headers)
-        except (TimeoutError, OSError):
-            oracle.counts.sent += 1
+        except NO_ANSWER:
+            oracle.unanswered()
             status = 0
         else:
             oracle.record(event, status, answer)

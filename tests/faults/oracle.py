@@ -16,12 +16,14 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import aiohttp
 from redis.exceptions import RedisError
 
 from gateway.core import keys
 from tests.conftest import Stack
 from tests.support import KEY_ID
 
+NO_ANSWER = (TimeoutError, OSError, aiohttp.ClientError)  # what a request that got no answer raises
 FINAL = frozenset({"delivered", "failed", "dead_lettered", "no_binding", "suppressed"})
 ACCEPTED = frozenset({"queued", "digested"})
 
@@ -87,12 +89,18 @@ class Oracle:
         elif status in (429, 503) or answer == "rate_limited":
             self.counts.refused += 1
 
+    def unanswered(self) -> None:
+        """Count a request that got no answer (connection refused or cut, timeout): not a promise either way;
+        the client sends it again (noted as no_answer)."""
+        self.counts.sent += 1
+        self.counts.notes["no_answer"] = self.counts.notes.get("no_answer", 0) + 1
+
     async def post(self, event: dict[str, Any]) -> int:
         """POST one event and record the answer; returns the HTTP status (0 when the connection failed)."""
         try:
             status, body = await self.stack.client.post_event(event)
-        except (TimeoutError, OSError):
-            self.counts.sent += 1
+        except NO_ANSWER:
+            self.unanswered()
             return 0
         self.record(event, status, body)
         return status

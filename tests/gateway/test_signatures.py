@@ -1,4 +1,6 @@
-"""Ingress signatures: headers, HMAC over `{ts}.` + raw body, the time window, key rotation, replays."""
+"""Ingress signatures: headers, HMAC over `{ts}.` + raw body, the time window, key rotation and revocation,
+replays; and, as properties of the Verifier, that any change of body, timestamp or key fails and that every
+comparison is constant-time."""
 
 from __future__ import annotations
 
@@ -10,13 +12,17 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 from redis.asyncio import Redis
 
 from gateway.app import create_app
-from gateway.core.settings import ConfigError, RateLimit
+from gateway.auth import Verifier
+from gateway.core.errors import Unauthorized
+from gateway.core.settings import ConfigError, RateLimit, Settings
 from tests.conftest import Stack
 from tests.gateway.helpers import Answer, assert_error, fresh_headers, send, stream_length
-from tests.support import KEY_ID, SECRET, make_event, signed_headers
+from tests.support import KEY_ID, SECRET, Running, make_event, signed_headers
 
 pytestmark = pytest.mark.e2e
 
@@ -234,3 +240,132 @@ async def test_open_ingress_still_checks_a_signature_that_is_sent(stack_for: Cal
     headers = signed_headers(body, secret=WRONG_SECRET)
     assert_error(await post(stack, body, headers), 401, "unauthorized")
     assert (await post(stack, body, fresh_headers(body))).status == 202
+
+
+async def test_a_revoked_key_is_refused_at_once_and_replays_are_refused_by_every_gateway(
+    stack_for: Callable[..., Any], settings_for: Callable[..., Settings], redis: Redis
+) -> None:
+    """Rotation ends: the gateways restart with the old key removed from PUSHGW_API_KEYS. A request signed
+    with it a moment ago (inside the time window, never sent) is refused by the first restarted gateway; the
+    new key goes on working; a signature one gateway accepted is refused by another (the replay check is in
+    Redis, not in a process)."""
+    stack: Stack = await stack_for(workers=0, api_keys={KEY_ID: SECRET, NEW_KEY_ID: NEW_SECRET})
+    accepted = orjson.dumps(make_event(customer_id="C-rot1"))
+    accepted_headers = headers_for(accepted)
+    assert (await post(stack, accepted, accepted_headers)).status == 202
+    signed_before = orjson.dumps(make_event(customer_id="C-rot2"))
+    signed_before_headers = headers_for(signed_before)  # with the old key, before it was revoked
+
+    restarted = await Running(create_app(settings_for(api_keys={NEW_KEY_ID: NEW_SECRET}))).start()
+    try:
+
+        async def to_restarted(body: bytes, headers: dict[str, str]) -> Answer:
+            return await send(stack.session, restarted.url, "POST", "/v1/events", raw=body, headers=headers)
+
+        assert_error(await to_restarted(signed_before, signed_before_headers), 401, "unauthorized")
+        fresh = orjson.dumps(make_event(customer_id="C-rot3"))
+        assert_error(await to_restarted(fresh, headers_for(fresh)), 401, "unauthorized")
+        new = orjson.dumps(make_event(customer_id="C-rot4"))
+        new_headers = headers_for(new, key_id=NEW_KEY_ID, secret=NEW_SECRET)
+        assert (await to_restarted(new, new_headers)).status == 202
+        # the request the new gateway accepted cannot be replayed against the one still running
+        assert_error(await post(stack, new, new_headers), 401, "unauthorized")
+    finally:
+        await restarted.stop()
+    assert await stream_length(redis) == 2
+
+
+# --- properties of the signature itself (the Verifier, no server) --------------------------------------
+
+WINDOW_S = 300
+NOW_S = 1_790_000_000
+
+
+def _verifier() -> Verifier:
+    return Verifier({KEY_ID: SECRET, NEW_KEY_ID: NEW_SECRET}, WINDOW_S, open_ingress=False)
+
+
+def _signed(body: bytes, timestamp: int, key_id: str = KEY_ID, secret: str = SECRET) -> dict[str, str]:
+    return {
+        "X-Pushgw-Key": key_id,
+        "X-Pushgw-Timestamp": str(timestamp),
+        "X-Pushgw-Signature": by_hand(secret, str(timestamp), body),
+    }
+
+
+@st.composite
+def _changed_bytes(draw: st.DrawFn, body: bytes) -> bytes:
+    """`body` with one byte changed, inserted or removed, or bytes appended or cut off."""
+    how = draw(st.sampled_from(["flip", "insert", "delete", "append", "truncate"]))
+    at = draw(st.integers(0, max(len(body) - 1, 0)))
+    if how == "flip" and body:
+        return body[:at] + bytes([body[at] ^ draw(st.integers(1, 255))]) + body[at + 1 :]
+    if how == "delete" and body:
+        return body[:at] + body[at + 1 :]
+    if how == "truncate" and body:
+        return body[:at]
+    if how == "insert":
+        return body[:at] + draw(st.binary(min_size=1, max_size=3)) + body[at:]
+    return body + draw(st.binary(min_size=1, max_size=8))
+
+
+_bodies = st.binary(max_size=300) | st.builds(lambda e: orjson.dumps(e), st.builds(make_event))
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(body=_bodies, data=st.data(), skew_s=st.integers(-WINDOW_S, WINDOW_S))
+def test_any_change_of_body_timestamp_or_key_fails(body: bytes, data: st.DataObject, skew_s: int) -> None:
+    verifier = _verifier()
+    timestamp = NOW_S + skew_s
+    headers = _signed(body, timestamp)
+    assert verifier.verify(headers, body, NOW_S).source == KEY_ID  # the untouched request passes
+
+    changed = data.draw(_changed_bytes(body))
+    assume(changed != body)
+    with pytest.raises(Unauthorized):
+        verifier.verify(headers, changed, NOW_S)
+    other_ts = data.draw(st.integers(NOW_S - WINDOW_S, NOW_S + WINDOW_S).filter(lambda ts: ts != timestamp))
+    with pytest.raises(Unauthorized):
+        verifier.verify({**headers, "X-Pushgw-Timestamp": str(other_ts)}, body, NOW_S)
+    with pytest.raises(Unauthorized):  # another live key's id with this key's signature
+        verifier.verify({**headers, "X-Pushgw-Key": NEW_KEY_ID}, body, NOW_S)
+    wrong_secret = data.draw(st.text(min_size=1, max_size=40).filter(lambda s: s != SECRET))
+    with pytest.raises(Unauthorized):
+        verifier.verify(_signed(body, timestamp, secret=wrong_secret), body, NOW_S)
+
+
+@settings(max_examples=100, deadline=None, database=None)
+@given(body=_bodies, skew_s=st.integers(WINDOW_S + 1, 10**9) | st.integers(-(10**9), -(WINDOW_S + 1)))
+def test_a_correct_signature_outside_the_window_fails(body: bytes, skew_s: int) -> None:
+    timestamp = max(NOW_S + skew_s, 0)
+    with pytest.raises(Unauthorized):
+        _verifier().verify(_signed(body, timestamp), body, NOW_S)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        pytest.param(_signed(b"{}", NOW_S), id="valid"),
+        pytest.param({**_signed(b"{}", NOW_S), "X-Pushgw-Signature": "0" * 64}, id="wrong"),
+        pytest.param({**_signed(b"{}", NOW_S), "X-Pushgw-Signature": "ab"}, id="short"),
+        pytest.param({**_signed(b"{}", NOW_S), "X-Pushgw-Key": "nobody"}, id="unknown-key-id"),
+    ],
+)
+def test_every_signature_is_compared_in_constant_time(
+    headers: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The comparison goes through hmac.compare_digest, also for an unknown key id or a signature of the
+    wrong length, so the time taken tells nothing about the key ids or how much of a signature was right."""
+    compared: list[tuple[bytes, bytes]] = []
+    real = hmac.compare_digest
+
+    def spy(a: bytes, b: bytes) -> bool:
+        compared.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(hmac, "compare_digest", spy)
+    try:
+        _verifier().verify(headers, b"{}", NOW_S)
+    except Unauthorized:
+        pass
+    assert len(compared) == 1

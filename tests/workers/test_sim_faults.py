@@ -1,32 +1,28 @@
 """The gateway's own WeChat client against every fault mode of the simulator (issue 4).
 
 Two levels: the `WeChatClient` straight against the simulator, one send per fault mode, asserting the Answer
-and its classification; and the real pipeline (gateway, worker, Redis, simulator) under the simulator's *rate*
-faults, asserting the outcome and the promise: every accepted event ends delivered, failed or dead-lettered
-(or stays queued as retrying where WeChat says to wait), and at most one message per event id reaches
-the user.
+and its classification; and the real pipeline (gateway, worker, Redis, simulator) under latency
+distributions and refusing users, asserting the outcome and that at most one message per event id reaches
+the user. The pipeline under failure rates, outages, quotas and poison messages, with concurrent load and
+the fault oracle, is tests/faults/test_wechat.py.
 """
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import datetime, timedelta
 from typing import Any
 
 import aiohttp
 import pytest
-from prometheus_client import REGISTRY
 
-from gateway.core import keys
 from gateway.core.event import parse_event
 from tests.conftest import Stack
 from tests.support import APP_SECRET, APPID, Running, eventually, make_event
-from tests.workers.flows import StackFactory, backlog, lifecycle, record_statuses, scored
+from tests.workers.flows import StackFactory, backlog, lifecycle, record_statuses
 from wechatsim.app import SimConfig
 from wechatsim.app import create_app as create_sim
-from workers.render import SHANGHAI, Templates, render_event
+from workers.render import Templates, render_event
 from workers.wechat import Answer, Outcome, Verdict, Wait, WeChatClient, classify
 
 OTHER_APPID = "wx_other_app"
@@ -38,10 +34,6 @@ TIMEOUT_S = 0.3
 
 def _sim_config() -> SimConfig:
     return SimConfig(apps={APPID: APP_SECRET, OTHER_APPID: OTHER_SECRET})
-
-
-def _metric(name: str, labels: dict[str, str]) -> float:
-    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 # --- the client alone ------------------------------------------------------------------------------------
@@ -243,156 +235,6 @@ async def test_every_latency_distribution_delivers_each_event_once(
     await _assert_promise(stack, events)
     stats = await stack.sim("GET", "/sim/stats")
     assert (stats["delivered"], stats["errcodes"]) == (10, {"0": 10})
-
-
-# (fault mode, faults, the delivery-attempt label it produces)
-RATE_FAULTS: list[tuple[str, dict[str, Any], str]] = [
-    ("slow_past_timeout", {"slow_rate": 0.4, "slow_ms": 1000}, "timeout"),
-    ("reset_rate", {"reset_rate": 0.4}, "connection"),
-    ("http_5xx_rate", {"http_5xx_rate": 0.4}, "http_502"),
-    ("errcode_busy", {"errcode_rates": {"-1": 0.4}}, "-1"),
-]
-
-
-@pytest.mark.parametrize(("mode", "faults", "label"), RATE_FAULTS, ids=[m[0] for m in RATE_FAULTS])
-async def test_retryable_fault_rates_are_retried_and_each_event_delivered_once(
-    stack_for: StackFactory, mode: str, faults: dict[str, Any], label: str
-) -> None:
-    """Under a seed the first draws include failures; each is retried with the same client_msg_id and every
-    event is delivered exactly once (a slow send was delivered before its answer was lost: dedup)."""
-    stack = await _bound_stack(stack_for, wechat_timeout_s=TIMEOUT_S, max_attempts=30)
-    retried_before = _metric("pushgw_deliveries_total", {"outcome": "retry", "errcode": label})
-    await stack.sim("PUT", "/sim/faults", {**faults, "seed": 11})
-    events = await _post_events(stack, 8)
-
-    statuses = await _until_final(stack, events)
-    assert set(statuses.values()) == {"delivered"}, mode
-    await _assert_promise(stack, events)
-    attempts = [(await lifecycle(stack, event["event_id"]))["attempts"] for event in events]
-    assert sum(attempts) > len(events)  # something was retried
-    assert _metric("pushgw_deliveries_total", {"outcome": "retry", "errcode": label}) > retried_before
-    stats = await stack.sim("GET", "/sim/stats")
-    assert stats["delivered"] == len(events)
-    if mode == "slow_past_timeout":
-        # every lost answer was a delivered send; its resend was deduplicated, not delivered again
-        assert stats["deduplicated"] >= 1
-        assert stats["errcodes"]["0"] == stats["delivered"] + stats["deduplicated"]
-    else:
-        assert stats["deduplicated"] == 0
-
-
-async def test_an_outage_opens_the_circuit_only_probes_go_out_and_the_backlog_drains(
-    stack_for: StackFactory,
-) -> None:
-    """During a full outage the calls that reach WeChat are bounded by the breaker's settings: the failures
-    that open it, the sends already in flight, and one probe per open period of the outage."""
-    failures, open_s, outage_s, concurrency = 3, 0.4, 2.0, 4
-    stack = await _bound_stack(
-        stack_for,
-        breaker_failures=failures,
-        breaker_open_s=open_s,
-        worker_concurrency=concurrency,
-        read_batch=concurrency,
-        max_attempts=50,
-    )
-    warmup = await _post_events(stack, 1)  # the token is fetched before the outage
-    await _until_final(stack, warmup)
-    deferred_before = _metric("pushgw_retries_total", {"reason": "circuit_open"})
-
-    await stack.sim("PUT", "/sim/faults", {"outage_for_s": outage_s})
-    events = await _post_events(stack, 20)
-
-    async def circuit_opened() -> bool:
-        return _metric("pushgw_retries_total", {"reason": "circuit_open"}) > deferred_before
-
-    await eventually(circuit_opened, timeout_s=10)
-    statuses = await _until_final(stack, events)
-    assert set(statuses.values()) == {"delivered"}
-    await _assert_promise(stack, [*warmup, *events])
-
-    stats = await stack.sim("GET", "/sim/stats")
-    refused = stats["errcodes"]["http_5xx"]  # every send that reached WeChat during the outage
-    probes = math.ceil(outage_s / open_s) + 1
-    assert failures <= refused <= failures + (concurrency - 1) + probes
-    assert stats["delivered"] == 21
-    assert stats["calls"]["send"] == refused + 21
-    assert _metric("pushgw_circuit_open", {"appid": APPID}) == 0  # closed again by the first success
-
-
-async def test_daily_quota_pauses_the_appid_and_keeps_the_events_queued(stack_for: StackFactory) -> None:
-    """45009: the events wait for Shanghai midnight as retrying (none failed or lost), and the appid is
-    paused: a later event is deferred without reaching WeChat."""
-    stack = await _bound_stack(stack_for, max_age_s=2 * 86400)
-    await stack.sim("PUT", "/sim/faults", {"daily_quota": 2})
-    before = datetime.now(SHANGHAI)
-    events = await _post_events(stack, 5)
-
-    async def settled() -> bool:
-        statuses = Counter((await record_statuses(stack.redis, events)).values())
-        return statuses == Counter({"delivered": 2, "retrying": 3})
-
-    await eventually(settled, timeout_s=15)
-    midnight = (before + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
-    statuses = await record_statuses(stack.redis, events)
-    retrying = [event_id for event_id, status in statuses.items() if status == "retrying"]
-    # a send in flight when the first 45009 came back got 45009 too; a later one was deferred unsent
-    errors: Counter[str] = Counter()
-    for event_id in retrying:
-        view = await lifecycle(stack, event_id)
-        errors[view["last_error"]] += 1
-        assert (view["attempts"], view["last_error"]) in {(1, "45009"), (0, "circuit_open")}
-    assert errors["45009"] >= 1
-    scheduled = await scored(stack.redis, keys.retries(0))
-    assert len(scheduled) == 3
-    assert all(due_ms >= midnight.timestamp() * 1000 for _, due_ms in scheduled)
-    assert _metric("pushgw_circuit_open", {"appid": APPID}) == 1
-    stats = await stack.sim("GET", "/sim/stats")
-    sends = stats["calls"]["send"]
-    assert sends == 2 + errors["45009"]
-    assert stats["errcodes"] == {"0": 2, "45009": errors["45009"]}
-
-    later = await _post_events(stack, 1)
-
-    async def deferred() -> bool:
-        view = await lifecycle(stack, later[0]["event_id"])
-        return (view["status"], view["last_error"]) == ("retrying", "circuit_open")
-
-    await eventually(deferred, timeout_s=10)
-    assert (await lifecycle(stack, later[0]["event_id"]))["attempts"] == 0
-    assert (await stack.sim("GET", "/sim/stats"))["calls"]["send"] == sends
-    assert await stack.redis.zcard(keys.retries(0)) == 4  # nothing lost: all six delivered or queued
-    messages = (await stack.sim("GET", "/sim/messages"))["messages"]
-    assert len(messages) == len({m["client_msg_id"] for m in messages}) == 2
-
-
-async def test_qps_limit_retries_after_the_next_minute_boundary(stack_for: StackFactory) -> None:
-    """Past the per-app QPS the answer is 45011; waiting a minute is too slow for a test, so the scheduled
-    due time is checked instead of the later delivery."""
-    stack = await _bound_stack(stack_for)
-    await stack.sim("PUT", "/sim/faults", {"qps": 1})
-    before = datetime.now(SHANGHAI)
-    events = await _post_events(stack, 10)
-
-    async def settled() -> bool:
-        statuses = set((await record_statuses(stack.redis, events)).values())
-        return statuses <= {"delivered", "retrying"} and await stack.redis.zcard(keys.retries(0)) > 0
-
-    await eventually(settled, timeout_s=15)
-    statuses = await record_statuses(stack.redis, events)
-    limited = [event_id for event_id, status in statuses.items() if status == "retrying"]
-    # ten sends in quick succession span fewer than ten whole seconds: some are over the limit
-    assert len(limited) >= 1
-    next_minute = before.replace(second=0, microsecond=0) + timedelta(minutes=1)
-    for event_id in limited:
-        view = await lifecycle(stack, event_id)
-        assert (view["attempts"], view["last_error"]) == (1, "45011")
-    scheduled = await scored(stack.redis, keys.retries(0))
-    assert len(scheduled) == len(limited)
-    assert all(due_ms >= next_minute.timestamp() * 1000 for _, due_ms in scheduled)
-    messages = (await stack.sim("GET", "/sim/messages"))["messages"]
-    assert sorted(m["client_msg_id"] for m in messages) == sorted(
-        event_id for event_id, status in statuses.items() if status == "delivered"
-    )
 
 
 @pytest.mark.parametrize(
