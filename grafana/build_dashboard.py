@@ -176,7 +176,7 @@ def delivery_row() -> list[Panel]:
             (_quantile(0.99, "pushgw_delivery_latency_seconds"), "p99"),
         ),
         series(
-            "Critical alerts: latency (SLO 99% within 2 s) and share within 2 s",
+            "Critical alerts: latency (SLO 99% within 2 s), share within 2 s, waiting",
             "s",
             (_quantile(0.5, "pushgw_critical_delivery_latency_seconds"), "p50"),
             (_quantile(0.99, "pushgw_critical_delivery_latency_seconds"), "p99"),
@@ -185,6 +185,7 @@ def delivery_row() -> list[Panel]:
                 f" / sum(rate(pushgw_critical_delivery_latency_seconds_count{{{I}}}[{W}]))",
                 "within 2 s",
             ),
+            (f"max by (shard) (pushgw_critical_waiting{{{I}}})", "waiting shard {{shard}}"),
             fieldConfig={
                 "defaults": {"unit": "s"},
                 "overrides": [
@@ -194,7 +195,14 @@ def delivery_row() -> list[Panel]:
                             {"id": "unit", "value": "percentunit"},
                             {"id": "custom.axisPlacement", "value": "right"},
                         ],
-                    }
+                    },
+                    {
+                        "matcher": {"id": "byRegexp", "options": "^waiting.*"},
+                        "properties": [
+                            {"id": "unit", "value": "short"},
+                            {"id": "custom.axisPlacement", "value": "right"},
+                        ],
+                    },
                 ],
             },
         ),

@@ -72,8 +72,11 @@ class QueueMonitor:
             pipe.zcard(keys.digest_due(shard))
             pipe.zcard(keys.notice_retries(shard))
             pipe.xlen(keys.notice_dead_letters(shard))
-            length, groups, pending, consumers, retries, dead, digests, *notice = await pipe.execute()
-        notice_retries, notice_dead = notice
+            pipe.xinfo_groups(keys.stream(shard, critical=True))
+            pipe.xpending(keys.stream(shard, critical=True), keys.GROUP)
+            length, groups, pending, consumers, retries, dead, digests, *more = await pipe.execute()
+        notice_retries, notice_dead, critical_groups, critical_pending = more
+        critical_lag = _our_group(critical_groups).get("lag") or 0
         group = _our_group(groups)
         last_read = str(group["last-delivered-id"])
         unread = await self._unread(stream, last_read, 1)
@@ -95,6 +98,7 @@ class QueueMonitor:
             digests_held=int(digests),
             notice_retries=int(notice_retries),
             notice_dead_letters=int(notice_dead),
+            critical_waiting=int(critical_lag) + int(critical_pending["pending"]),
         )
 
     async def _unread(self, stream: str, last_read: str, count: int) -> list[str]:

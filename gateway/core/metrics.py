@@ -73,7 +73,8 @@ CRITICAL_DELIVERY_LATENCY = Histogram(
     buckets=CRITICAL_BUCKETS_S,
 )
 NOTICE_INFLIGHT = Gauge(
-    "pushgw_notices_in_flight", "Status notices to core banking being posted by this worker",
+    "pushgw_notices_in_flight",
+    "Status notices to core banking being posted by this worker",
     multiprocess_mode="livesum",
 )
 # the notice types finish.lua and finish_event.lua queue ("event." + the final status, or user_blocked)
@@ -177,6 +178,7 @@ class ShardQueue:
     digests_held: int
     notice_retries: int = 0  # status notices to core banking waiting for another attempt
     notice_dead_letters: int = 0  # status notices that will not be posted without a replay
+    critical_waiting: int = 0  # critical events not yet read, or read and not yet finished
 
 
 @dataclass(frozen=True)
@@ -224,6 +226,11 @@ _SHARD_GAUGES: tuple[tuple[str, str, str], ...] = (
     ("pushgw_digests_held", "digests_held", "Customers with rate-limited events held for a digest"),
     ("pushgw_notice_scheduled_retries", "notice_retries", "Status notices waiting for another POST attempt"),
     ("pushgw_notice_dead_letter_entries", "notice_dead_letters", "Entries in the notice dead-letter stream"),
+    (
+        "pushgw_critical_waiting",
+        "critical_waiting",
+        "Critical events on the critical stream not yet read or not yet finished (lag + pending)",
+    ),
 )
 
 

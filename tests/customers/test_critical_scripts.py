@@ -15,6 +15,7 @@ from gateway.core.redis import ensure_groups
 from gateway.core.scripts import IngestArgs, Scripts
 from gateway.core.settings import Settings
 from workers.deadletter import list_dead, replay
+from workers.queue_monitor import QueueMonitor
 
 SRC, CID = "cbs", "C-crit"
 Entries = list[tuple[str, dict[str, str]]]
@@ -107,3 +108,20 @@ async def test_a_final_state_queues_the_notice_only_for_sources_with_a_callback(
                 "att": "0",
             }
             assert await redis.hget(record, "notice") == "queued"
+
+
+async def test_the_queue_monitor_reports_critical_events_waiting(
+    redis: Redis, settings_for: Callable[..., Settings]
+) -> None:
+    scripts = Scripts(settings_for())
+    await ensure_groups(redis, 1)
+    monitor = QueueMonitor(redis, 1)
+    await scripts.ingest(redis, _args("E-wait", critical=True))
+    assert (await monitor.sample()).shards[0].critical_waiting == 1  # not read yet
+    [(entry_id, _)] = await _read(redis, keys.stream(0, critical=True))
+    assert (await monitor.sample()).shards[0].critical_waiting == 1  # read, not finished
+    record = keys.event(0, SRC, "E-wait")
+    await scripts.finish(
+        redis, shard=0, critical=True, entry_id=entry_id, records=[record], status="delivered", attempts=1
+    )
+    assert (await monitor.sample()).shards[0].critical_waiting == 0
