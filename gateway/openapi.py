@@ -36,6 +36,32 @@ _ERRORS = {
 }
 _AUTH_ERRORS = {"401": _ERRORS["401"], "503": _ERRORS["503"]}
 
+_PREFERENCE_FIELDS: dict[str, Any] = {
+    "muted_types": {
+        "type": "array",
+        "items": {"type": "string", "enum": [t.value for t in EventType]},
+        "description": "event types the customer opted out of (answered `suppressed`)",
+    },
+    "min_amount": {
+        "type": "object",
+        "propertyNames": {"enum": [t.value for t in EventType]},
+        "additionalProperties": _DECIMAL,
+        "description": "per event type, the least amount worth a message",
+    },
+    "quiet_hours": {
+        "type": ["object", "null"],
+        "additionalProperties": False,
+        "required": ["start", "end"],
+        "properties": {
+            "start": {"type": "string", "pattern": "^([01][0-9]|2[0-3]):[0-5][0-9]$"},
+            "end": {"type": "string", "pattern": "^([01][0-9]|2[0-3]):[0-5][0-9]$"},
+            "tz": {"type": "string", "description": "IANA time zone, default Asia/Shanghai"},
+        },
+        "description": "events in these local hours are held and sent as one digest when they end; "
+        "critical events are not held",
+    },
+}
+
 _SCHEMAS: dict[str, Any] = {
     "Event": {
         "type": "object",
@@ -147,37 +173,13 @@ _SCHEMAS: dict[str, Any] = {
     "Preferences": {
         "type": "object",
         "additionalProperties": False,
-        "properties": {
-            "muted_types": {
-                "type": "array",
-                "items": {"type": "string", "enum": [t.value for t in EventType]},
-                "description": "event types the customer opted out of (answered `suppressed`)",
-            },
-            "min_amount": {
-                "type": "object",
-                "propertyNames": {"enum": [t.value for t in EventType]},
-                "additionalProperties": _DECIMAL,
-                "description": "per event type, the least amount worth a message",
-            },
-            "quiet_hours": {
-                "type": ["object", "null"],
-                "additionalProperties": False,
-                "required": ["start", "end"],
-                "properties": {
-                    "start": {"type": "string", "pattern": "^([01][0-9]|2[0-3]):[0-5][0-9]$"},
-                    "end": {"type": "string", "pattern": "^([01][0-9]|2[0-3]):[0-5][0-9]$"},
-                    "tz": {"type": "string", "description": "IANA time zone, default Asia/Shanghai"},
-                },
-                "description": "events in these local hours are held and sent as one digest when they end; "
-                "critical events are not held",
-            },
-        },
+        "properties": _PREFERENCE_FIELDS,
     },
     "CustomerPreferences": {
-        "allOf": [
-            _ref("Preferences"),
-            {"type": "object", "required": ["customer_id"], "properties": {"customer_id": _ID}},
-        ]
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["customer_id", "muted_types", "min_amount", "quiet_hours"],
+        "properties": {"customer_id": _ID, **_PREFERENCE_FIELDS},
     },
     "CustomerEvents": {
         "type": "object",

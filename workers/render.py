@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal
 from importlib import resources
 from typing import Any
 
@@ -65,13 +65,20 @@ class Templates:
 
 
 def format_amount(amount: str, currency: str) -> str:
-    """1234.5 CNY -> 1,234.50元. Raises RenderError past WeChat's 10 digits."""
+    """1234.5 CNY -> 1,234.50元. From 100 million on, whole units (cut, never rounded up), so a large
+    transfer still gets its alert within WeChat's 10 digits. Raises RenderError past 10 digits of units."""
     prefix, suffix = _SYMBOLS[currency]
     value = Decimal(amount)
-    text = f"{value:,.0f}" if currency == "JPY" else f"{value:,.2f}"
-    if sum(c.isdigit() for c in text) > 10:
+    text = f"{value:,.2f}" if currency != "JPY" else f"{value:,.0f}"
+    if _digits(text) > 10:
+        text = f"{value.to_integral_value(rounding=ROUND_DOWN):,.0f}"
+    if _digits(text) > 10:
         raise RenderError("amount has more digits than a WeChat amount value allows")
     return f"{prefix}{text}{suffix}"
+
+
+def _digits(text: str) -> int:
+    return sum(c.isdigit() for c in text)
 
 
 def format_time(moment: datetime) -> str:

@@ -29,8 +29,6 @@ from tests.workers.flows import PUSHGW, pushgw_env
 pytestmark = pytest.mark.e2e
 
 EXAMPLES = 250
-# Known: the document's CustomerPreferences is allOf [Preferences (additionalProperties: false),
-# {customer_id}], which no answer can match; see the strict xfail below. Its other checks still run.
 _PREFERENCES = "/v1/customers/{customer_id}/preferences"
 CHECKS = (
     "not_a_server_error",
@@ -159,7 +157,6 @@ def test_the_running_gateway_answers_as_its_openapi_document_says(
         strategy = st.one_of([operation.as_strategy() for operation in operations])
         session = requests.Session()
         answered: dict[int, int] = {}
-        unmatchable = tuple(check for check in checks if check.__name__ != "response_schema_conformance")
 
         @settings(
             max_examples=EXAMPLES,
@@ -171,7 +168,7 @@ def test_the_running_gateway_answers_as_its_openapi_document_says(
         def conforms(case: Any) -> None:
             response = _signed_call(session, case, gateway_url)
             answered[response.status_code] = answered.get(response.status_code, 0) + 1
-            case.validate_response(response, checks=unmatchable if case.path == _PREFERENCES else checks)
+            case.validate_response(response, checks=checks)
 
         try:
             conforms()
@@ -181,11 +178,6 @@ def test_the_running_gateway_answers_as_its_openapi_document_says(
     assert len(operations) >= 15 and sum(answered.values()) >= EXAMPLES // 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gateway/openapi.py CustomerPreferences: allOf with a Preferences schema that forbids "
-    "additional properties, so the customer_id every answer carries can never match",
-)
 def test_the_preferences_answer_matches_the_document(gateway_url: str) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -99,6 +99,9 @@ def test_an_overdrawn_balance_is_left_out() -> None:
         ("0", "CNY", "0.00元"),
         ("1000000", "CNY", "1,000,000.00元"),
         ("99999999.99", "CNY", "99,999,999.99元"),
+        ("100000000.00", "CNY", "100,000,000元"),  # whole yuan past 8 digits: cut, never rounded up
+        ("123456789.99", "CNY", "123,456,789元"),
+        ("9999999999.99", "CNY", "9,999,999,999元"),
         ("12", "USD", "$12.00"),
         ("1234.5", "EUR", "€1,234.50"),
         ("7.25", "GBP", "£7.25"),
@@ -111,7 +114,7 @@ def test_amount_format(amount: str, currency: str, shown: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("amount", "currency"), [("100000000.00", "CNY"), ("123456789012.34", "USD"), ("12345678901", "JPY")]
+    ("amount", "currency"), [("10000000000.00", "CNY"), ("123456789012.34", "USD"), ("12345678901", "JPY")]
 )
 def test_amount_with_too_many_digits_is_a_render_error(amount: str, currency: str) -> None:
     with pytest.raises(RenderError):
