@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 from gateway.app import create_app
 from gateway.core.logs import JsonFormatter
 from gateway.core.settings import Settings
-from tests.support import APP_SECRET, APPID, KEY_ID, SECRET, Client, RedisServer, Running
+from tests.support import APP_SECRET, APPID, SECRET, Client, RedisServer, Running, stack_settings
 from wechatsim.app import SimConfig
 from wechatsim.app import create_app as create_sim
 from workers.worker import run_worker
@@ -49,20 +49,7 @@ def settings_for(redis_server: RedisServer) -> Callable[..., Settings]:
     """Settings for this test's stack; keyword arguments override fields."""
 
     def build(**overrides: Any) -> Settings:
-        values: dict[str, Any] = {
-            "redis_url": redis_server.url,
-            "api_keys": {KEY_ID: SECRET},
-            "wechat_appid": APPID,
-            "wechat_secret": APP_SECRET,
-            "metrics_port": 0,
-            "retry_base_s": 0.05,
-            "retry_cap_s": 0.2,
-            "reclaim_idle_s": 2,
-            "shutdown_timeout_s": 5.0,
-            "redis_timeout_s": 1.0,
-        }
-        values.update(overrides)
-        return Settings(**values)
+        return stack_settings(redis_server.url, **overrides)
 
     return build
 

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from gateway.auth import sign
 from gateway.core.redis import embedded_server_binary, server_command
+from gateway.core.settings import Settings
 
 KEY_ID = "cbs"
 SECRET = "test-ingress-secret"  # noqa: S105 - a fixture key
@@ -177,3 +178,36 @@ async def eventually(
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
         await asyncio.sleep(step_s)
+
+
+def stack_settings(redis_url: str, /, **overrides: Any) -> Settings:
+    """Settings of a test stack on `redis_url`: the fixture keys, fast retries and reclaims, no metrics
+    port; keyword arguments override fields."""
+    values: dict[str, Any] = {
+        "redis_url": redis_url,
+        "api_keys": {KEY_ID: SECRET},
+        "wechat_appid": APPID,
+        "wechat_secret": APP_SECRET,
+        "metrics_port": 0,
+        "retry_base_s": 0.05,
+        "retry_cap_s": 0.2,
+        "reclaim_idle_s": 2,
+        "shutdown_timeout_s": 5.0,
+        "redis_timeout_s": 1.0,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+async def until_ready(session: aiohttp.ClientSession, process: subprocess.Popen[bytes], url: str) -> None:
+    """Wait until a gateway subprocess answers /readyz with 200 (failing if it exits)."""
+
+    async def ready() -> bool:
+        assert process.poll() is None, "the gateway process exited"
+        try:
+            async with session.get(url + "/readyz") as response:
+                return response.status == 200
+        except aiohttp.ClientConnectionError:
+            return False
+
+    await eventually(ready, timeout_s=30)

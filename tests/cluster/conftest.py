@@ -13,7 +13,7 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from gateway.core.redis import connect_cluster
 from gateway.core.settings import Settings
 from tests.cluster.local import LocalCluster
-from tests.support import APP_SECRET, APPID, KEY_ID, SECRET
+from tests.support import stack_settings
 
 SHARDS = 8  # shards 0-7 sit 2/2/4 on the three primaries of `--cluster create`
 
@@ -29,21 +29,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
 
 
 def cluster_settings(cluster: LocalCluster, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "redis_url": cluster.url,
-        "shards": SHARDS,
-        "api_keys": {KEY_ID: SECRET},
-        "wechat_appid": APPID,
-        "wechat_secret": APP_SECRET,
-        "metrics_port": 0,
-        "retry_base_s": 0.05,
-        "retry_cap_s": 0.2,
-        "reclaim_idle_s": 2,
-        "shutdown_timeout_s": 5.0,
-        "redis_timeout_s": 1.0,
-    }
-    values.update(overrides)
-    return Settings(**values)
+    return stack_settings(cluster.url, **{"shards": SHARDS, **overrides})
 
 
 @pytest.fixture

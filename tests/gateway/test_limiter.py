@@ -28,7 +28,7 @@ from gateway.core.event import parse_event, payload_hash
 from gateway.core.scripts import IngestArgs, Scripts
 from gateway.core.settings import RateLimit, Settings
 from tests.gateway.helpers import send
-from tests.support import KEY_ID, SECRET, RedisServer, eventually, free_port, make_event, signed_headers
+from tests.support import KEY_ID, SECRET, RedisServer, free_port, make_event, signed_headers, until_ready
 from tests.workers.flows import pushgw_env
 
 pytestmark = pytest.mark.e2e
@@ -136,16 +136,7 @@ async def skewed_gateways(redis: Redis, redis_server: RedisServer) -> AsyncItera
     try:
         async with aiohttp.ClientSession() as session:
             for process, url in started:
-
-                async def ready(url: str = url, process: subprocess.Popen[bytes] = process) -> bool:
-                    assert process.poll() is None, "the gateway process exited"
-                    try:
-                        async with session.get(url + "/readyz") as response:
-                            return response.status == 200
-                    except aiohttp.ClientConnectionError:
-                        return False
-
-                await eventually(ready, timeout_s=30)
+                await until_ready(session, process, url)
         yield [url for _, url in started]
     finally:
         for process, _ in started:

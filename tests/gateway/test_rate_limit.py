@@ -20,7 +20,7 @@ from gateway.core import keys
 from gateway.core.settings import RateLimit
 from tests.conftest import Stack
 from tests.gateway.helpers import assert_error, retry_after_s, send, stream_length
-from tests.support import KEY_ID, SECRET, RedisServer, eventually, free_port, make_event
+from tests.support import KEY_ID, SECRET, RedisServer, free_port, make_event, until_ready
 
 pytestmark = pytest.mark.e2e
 
@@ -82,16 +82,7 @@ async def two_gateways(redis: Redis, redis_server: RedisServer) -> AsyncIterator
     try:
         async with aiohttp.ClientSession() as session:
             for process, url in started:
-
-                async def healthy(url: str = url, process: subprocess.Popen[bytes] = process) -> bool:
-                    assert process.poll() is None, "the gateway process exited"
-                    try:
-                        async with session.get(url + "/readyz") as response:
-                            return response.status == 200
-                    except aiohttp.ClientConnectionError:
-                        return False
-
-                await eventually(healthy, timeout_s=30)
+                await until_ready(session, process, url)
         yield [url for _, url in started]
     finally:
         for process, _ in started:
