@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from typing import cast
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -60,9 +60,9 @@ async def test_a_slow_or_unreachable_redis_gets_503_in_time_and_retries_queue_on
     counts = await oracle.verdict(faulty_window_s=round(faulty_s, 1))
     counts.recovery_s = round(time.monotonic() - recovered_at, 1)
     assert counts.accepted == EVENTS
-    entries = cast(list[tuple[str, dict[str, str]]], await stack.redis.xrange(keys.stream(0), "-", "+"))
-    per_event = [fields["eid"] for _, fields in entries]
-    assert len(per_event) == len(set(per_event)) == EVENTS, "a retry added a second stream entry"
+    # every XADD the stream ever took (the worker's trim may already have removed acknowledged entries)
+    info: Any = await stack.redis.xinfo_stream(keys.stream(0))
+    assert info["entries-added"] == EVENTS, "a retry added a second stream entry"
 
 
 async def test_overload_is_refused_early_and_nothing_accepted_is_dropped(
