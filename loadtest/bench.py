@@ -39,6 +39,7 @@ from loadtest.report import Row, percentile, table
 KEY_ID, SECRET = "bench", "bench-secret"
 APPID, APP_SECRET = "wx_bench_app", "bench_app_secret"
 CUSTOMERS = 1000
+WARM_UP_SAMPLES = 6  # soak RSS samples are 10 s apart: the first minute is warm-up
 E2E_SHARE = 0.7
 E2E_RUNS = {
     "e2e_at_single": "70% single max",
@@ -501,8 +502,13 @@ def summarise(rounds: list[dict[str, Any]], soak: dict[str, Any] | None, plan: P
         ):
             medians[f"{run}.{field}"] = _median(rounds, f"{run}.{field}")
     rss = [rounds[-1]["e2e_at_pipeline"]["rss_mib"][0], rounds[-1]["e2e_at_pipeline"]["rss_mib"][-1]]
+    warm_rss = None
     if soak is not None:
         rss = [soak["rss_mib"][0], soak["rss_mib"][-1]]
+        # start-up and warm-up (connection buffers, the first waves of requests) are not a leak: compare the
+        # end with the sample after the warm-up too
+        samples = soak["rss_mib"]
+        warm_rss = [samples[min(WARM_UP_SAMPLES, len(samples) - 1)], samples[-1]]
     return {
         "mode": "quick" if plan.quick else "full",
         "rounds": len(rounds),
@@ -510,6 +516,7 @@ def summarise(rounds: list[dict[str, Any]], soak: dict[str, Any] | None, plan: P
         "seconds_per_measure": plan.seconds,
         "medians": medians,
         "rss_mib_start_end": rss,
+        "rss_mib_warm_end": warm_rss,
         "soak": soak and {k: v for k, v in soak.items() if k != "rss_mib"} | {"rss_mib": soak["rss_mib"]},
         "per_round": [{k: v for k, v in got.items() if not k.startswith("e2e")} for got in rounds],
         "e2e_per_round": [
@@ -570,6 +577,12 @@ def rows(report: dict[str, Any]) -> list[Row]:
         ]
     start, end = report["rss_mib_start_end"]
     label = "soak" if report.get("soak") else "e2e run"
+    if report.get("rss_mib_warm_end"):
+        warm, _ = report["rss_mib_warm_end"]
+        out += [
+            Row(f"{who} RSS warm -> end of soak", end[who], "MiB", end[who] / warm[who], "warm", "flat")
+            for who in ("gateway", "worker")
+        ]
     out += [
         Row(
             f"gateway RSS start -> end of {label}",

@@ -34,7 +34,7 @@ from gateway.core.settings import ConfigError, Settings
 
 log = logging.getLogger(__name__)
 
-_C_PACKABLE = frozenset({str, bytes, int})  # what hiredis encodes exactly as redis-py does
+_C_TEXT = (str, bytes)  # with int (not bool): what hiredis encodes exactly as redis-py does
 RedisClient = Redis | RedisCluster
 """A client of one Redis (`redis://`, `rediss://`, `unix://`) or of a Redis Cluster (`redis+cluster://`)."""
 AnyPipeline = Pipeline | ClusterPipeline
@@ -228,7 +228,7 @@ def _packing_in_c(connection_class: type[AbstractConnection]) -> type[AbstractCo
         command = args[0]
         if isinstance(command, str) and " " in command:  # "CONFIG GET": the words go as separate arguments
             args = (*command.split(), *args[1:])
-        if all(type(arg) in _C_PACKABLE for arg in args):
+        if all(isinstance(arg, _C_TEXT) or type(arg) is int for arg in args):  # not bool, not float
             return [hiredis.pack_command(args)]
         return python_pack(self, *args)
 

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from redis.asyncio.connection import AbstractConnection, Connection
 
 from gateway.core.redis import _packing_in_c
+from gateway.core.status import EventStatus
 
 PYTHON = Connection(decode_responses=True)
 IN_C = _packing_in_c(Connection)(decode_responses=True)
@@ -32,6 +33,7 @@ def test_any_command_packs_to_the_same_bytes(args: list[Any]) -> None:
         ("XINFO GROUPS", "pushgw:{s0}:stream"),
         ("SET", "k", "尾号1234\r\n", "EX", 10),
         ("ZADD", "k", 1.5, "member"),  # floats go the pure-Python way (repr), as before
+        ("HSET", "k", "status", EventStatus.DELIVERED),  # a StrEnum is its value
         ("SET", "k", memoryview(b"value")),
     ],
 )
