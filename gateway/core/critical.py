@@ -21,6 +21,8 @@ class CriticalRules:
     def is_critical(self, event: Event) -> bool:
         if event.priority == "critical" or (event.channel is not None and event.channel in self.channels):
             return True
+        if not self.least_amounts:  # the usual case, on the ingest hot path
+            return False
         amount = Decimal(event.amount)
         return any(kind in ("*", event.type) and amount >= least for kind, least in self.least_amounts)
 

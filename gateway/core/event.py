@@ -100,8 +100,10 @@ def check_amount(value: Any, name: str) -> str:
 
 
 def amount_cents(amount: str) -> str:
-    """ "1234.5" -> "123450": digits without leading zeros, for exact comparison in Lua."""
-    return str(int(Decimal(amount) * 100))
+    """A validated amount ("1234.5") in cents ("123450"): digits without leading zeros, for exact comparison
+    in Lua. String work, not Decimal: it runs for every event."""
+    units, _, cents = amount.partition(".")
+    return (units + cents.ljust(2, "0")).lstrip("0") or "0"
 
 
 def _amount(value: Any, name: str) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from collections import Counter
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
 from aiohttp import web
@@ -22,7 +21,7 @@ from gateway.core.errors import (
     Unauthorized,
     Unprocessable,
 )
-from gateway.core.event import Event, parse_event, payload_hash
+from gateway.core.event import Event, amount_cents, parse_event, payload_hash
 from gateway.core.scripts import IngestArgs
 from gateway.core.status import EventStatus
 from gateway.responses import respond
@@ -49,7 +48,7 @@ def _ingest_args(caller: Caller, event: Event, rules: CriticalRules, signature: 
         canonical=canonical,
         payload_hash=payload_hash(canonical),
         event_type=event.type.value,
-        amount_cents=str(int(Decimal(event.amount) * 100)),
+        amount_cents=amount_cents(event.amount),
         critical=critical,
         summary=tuple(summary.items()),
         signature=signature,
