@@ -73,7 +73,9 @@ async def test_sigkill_redis_under_load_and_restart_loses_nothing(
     restarted_at = time.monotonic()
     resumed_at = await _accepting_again(stack, oracle)
     statuses = await load
-    assert set(statuses) <= {202}, "every event was accepted once Redis was back (the client retried)"
+    # every event was accepted once Redis was back (the client retried); a 200 duplicate is an event whose
+    # script ran and was fsynced just before the kill, whose answer the client never got
+    assert set(statuses) <= {200, 202}, "every event was accepted once Redis was back (the client retried)"
     counts = await oracle.verdict(
         restart_to_202_s=round(resumed_at - restarted_at, 1), down_s=round(restarted_at - killed_at, 1)
     )
