@@ -28,8 +28,8 @@ from gateway.core.event import parse_event, payload_hash
 from gateway.core.scripts import IngestArgs, Scripts
 from gateway.core.settings import RateLimit, Settings
 from tests.gateway.helpers import send
-from tests.support import KEY_ID, SECRET, RedisServer, free_port, make_event, signed_headers, until_ready
-from tests.workers.flows import pushgw_env
+from tests.support import KEY_ID, RedisServer, make_event, signed_headers, until_ready
+from tests.workers.flows import start_gateway
 
 pytestmark = pytest.mark.e2e
 
@@ -112,21 +112,8 @@ main(sys.argv[1:])
 
 def _start_skewed(redis_server: RedisServer, skew_s: int) -> tuple[subprocess.Popen[bytes], str]:
     """`pushgw gateway` whose Python clock (time.time) is `skew_s` off; limit 3/1 s, reject."""
-    port = free_port()
-    env = pushgw_env(
-        redis_server.url,
-        PUSHGW_API_KEYS=f"{KEY_ID}:{SECRET}",
-        PUSHGW_RATE_LIMIT="3/1",
-        PUSHGW_RATE_POLICY="reject",
-        PUSHGW_LOG_LEVEL="WARNING",
-    )
-    process = subprocess.Popen(
-        [sys.executable, "-c", _SKEWED, str(skew_s), "gateway", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    return process, f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-c", _SKEWED, str(skew_s)]
+    return start_gateway(command, redis_server.url, PUSHGW_RATE_LIMIT="3/1", PUSHGW_RATE_POLICY="reject")
 
 
 @pytest.fixture

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
-import sys
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -20,11 +17,10 @@ from gateway.core import keys
 from gateway.core.settings import RateLimit
 from tests.conftest import Stack
 from tests.gateway.helpers import assert_error, retry_after_s, send, stream_length
-from tests.support import KEY_ID, SECRET, RedisServer, free_port, make_event, until_ready
+from tests.support import RedisServer, make_event, until_ready
+from tests.workers.flows import PUSHGW, start_gateway
 
 pytestmark = pytest.mark.e2e
-
-PUSHGW = str(Path(sys.executable).with_name("pushgw"))
 
 
 async def test_reject_policy_answers_429_with_retry_after(
@@ -56,29 +52,11 @@ async def test_digest_policy_folds_events_over_the_limit(stack_for: Callable[...
     assert (status, body["status"]) == (200, "digested")
 
 
-async def _start_gateway(redis_server: RedisServer) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "PUSHGW_REDIS_URL": redis_server.url,
-        "PUSHGW_API_KEYS": f"{KEY_ID}:{SECRET}",
-        "PUSHGW_RATE_LIMIT": "5/60",
-        "PUSHGW_RATE_POLICY": "reject",
-        "PUSHGW_LOG_LEVEL": "WARNING",
-    }
-    process = subprocess.Popen(
-        [PUSHGW, "gateway", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    return process, f"http://127.0.0.1:{port}"
-
-
 @pytest.fixture
 async def two_gateways(redis: Redis, redis_server: RedisServer) -> AsyncIterator[list[str]]:
     """Two real `pushgw gateway` processes on one Redis, ready (their /healthz answers)."""
-    started = [await _start_gateway(redis_server) for _ in range(2)]
+    limit = {"PUSHGW_RATE_LIMIT": "5/60", "PUSHGW_RATE_POLICY": "reject"}
+    started = [start_gateway([PUSHGW], redis_server.url, **limit) for _ in range(2)]
     try:
         async with aiohttp.ClientSession() as session:
             for process, url in started:

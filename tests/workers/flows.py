@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -13,7 +14,7 @@ from redis.asyncio import Redis
 
 from gateway.core import keys
 from tests.conftest import Stack
-from tests.support import eventually
+from tests.support import KEY_ID, SECRET, eventually, free_port
 
 StackFactory = Callable[..., Awaitable[Stack]]
 PUSHGW = str(Path(sys.executable).parent / "pushgw")
@@ -65,6 +66,20 @@ def pushgw_env(redis_url: str, **extra: str) -> dict[str, str]:
     """The environment of a `pushgw` subprocess: ours without other PUSHGW_* settings, plus `extra`."""
     env = {name: value for name, value in os.environ.items() if not name.startswith("PUSHGW_")}
     return {**env, "PUSHGW_REDIS_URL": redis_url, **extra}
+
+
+def start_gateway(command: list[str], redis_url: str, **extra: str) -> tuple[subprocess.Popen[bytes], str]:
+    """`command gateway` as a subprocess on a free loopback port with the fixture key and `extra` settings;
+    returns it and its URL (not yet ready: see tests.support.until_ready)."""
+    port = free_port()
+    env = pushgw_env(redis_url, PUSHGW_API_KEYS=f"{KEY_ID}:{SECRET}", PUSHGW_LOG_LEVEL="WARNING", **extra)
+    process = subprocess.Popen(
+        [*command, "gateway", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    return process, f"http://127.0.0.1:{port}"
 
 
 async def pushgw(redis_url: str, *args: str) -> tuple[int, str]:
