@@ -83,11 +83,13 @@ else
   end
 end
 
-redis.call('HSET', record, 'hash', hash, 'status', status, 'customer_id', customer_id, 'src', source,
-  'eid', event_id, 'accepted_ms', now_ms, 'updated_ms', now_ms, 'attempts', 0)
-if held_for then redis.call('HSET', record, 'held', held_for) end
-if status == 'suppressed' then redis.call('HSET', record, 'last_error', suppressed) end
-for i = 14, #ARGV, 2 do redis.call('HSET', record, ARGV[i], ARGV[i + 1]) end
+-- one HSET for the whole record: the status fields, the reasons, and the masked summary of ARGV[14..]
+local fields = {'hash', hash, 'status', status, 'customer_id', customer_id, 'src', source, 'eid', event_id,
+  'accepted_ms', now_ms, 'updated_ms', now_ms, 'attempts', 0}
+if held_for then fields[#fields + 1] = 'held'; fields[#fields + 1] = held_for end
+if status == 'suppressed' then fields[#fields + 1] = 'last_error'; fields[#fields + 1] = suppressed end
+for i = 14, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('HSET', record, unpack(fields))
 redis.call('EXPIRE', record, ttl_s)
 redis.call('ZADD', timeline, now_ms, member)
 redis.call('ZREMRANGEBYSCORE', timeline, '-inf', now_ms - ttl_s * 1000)
