@@ -22,6 +22,9 @@ from gateway.ingest import Ingestor
 
 log = logging.getLogger(__name__)
 READINESS_INTERVAL_S = 5.0
+# Connections a listener holds until the process accepts them. aiohttp's 128 overflows when a burst of
+# clients connects while the loop is busy; the kernel then drops their SYNs and each waits 1 s to retry.
+LISTEN_BACKLOG = 2048
 
 
 def create_app(settings: Settings) -> web.Application:

@@ -58,7 +58,7 @@ def _run_gateway(settings: Settings, host: str, port: int, metrics_dir: str | No
     """One gateway process; `metrics_dir` is set when several share the port (SO_REUSEPORT)."""
     from aiohttp import web
 
-    from gateway.app import create_app
+    from gateway.app import LISTEN_BACKLOG, create_app
 
     configure(settings.log_level)
     _aggregate_metrics(metrics_dir)
@@ -68,6 +68,7 @@ def _run_gateway(settings: Settings, host: str, port: int, metrics_dir: str | No
         host=host,
         port=port,
         reuse_port=metrics_dir is not None,
+        backlog=LISTEN_BACKLOG,
         access_log=None,
         shutdown_timeout=settings.shutdown_timeout_s,
         print=None,

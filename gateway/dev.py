@@ -19,7 +19,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from gateway.app import create_app
+from gateway.app import LISTEN_BACKLOG, create_app
 from gateway.core.redis import server_binary, server_command
 from gateway.core.settings import Settings
 from workers.worker import run_worker, stop_on_signals
@@ -57,7 +57,7 @@ def redis_server(port: int, directory: Path) -> Iterator[subprocess.Popen[bytes]
 async def _site(app: web.Application, host: str, port: int) -> AsyncIterator[None]:
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, host, port).start()
+    await web.TCPSite(runner, host, port, backlog=LISTEN_BACKLOG).start()
     try:
         yield
     finally:

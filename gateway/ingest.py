@@ -53,6 +53,7 @@ class Ingestor:
             redis,
             self._queue,
             scripts.load,
+            deadline_s=timeout_s,
             max_inflight=2 if coalesce else 128,
             max_batch=256 if coalesce else 1,
             observe=metrics.INGEST_BATCH.observe,
@@ -76,6 +77,8 @@ class Ingestor:
         await self._coalescer.close()
 
     async def _within_deadline(self, work: Awaitable[_T]) -> _T:
+        # the caller's whole wait: queued behind the pipelines in flight, then its round trip (the
+        # coalescer's own deadline bounds only the round trip, for every caller in it at once)
         try:
             async with asyncio.timeout(self._timeout_s):
                 return await work

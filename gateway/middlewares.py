@@ -97,8 +97,9 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
             response.headers["X-Request-Id"] = request_id
             return response
         finally:
-            metrics.HTTP_REQUESTS.labels(route, request.method, str(status)).inc()
-            metrics.HTTP_DURATION.labels(route).observe(time.perf_counter() - started)
+            method = request.method if request.method in metrics.HTTP_METHODS else "other"  # bounded labels
+            metrics.child(metrics.HTTP_REQUESTS, route, method, str(status)).inc()
+            metrics.child(metrics.HTTP_DURATION, route).observe(time.perf_counter() - started)
 
 
 def _route(request: web.Request) -> str:

@@ -5,22 +5,27 @@ Every figure that matters is a ratio against a baseline measured in the same run
   C    bare aiohttp client sending template messages to the simulator -> worker delivery is read against it
   SIM  the simulator driven by two client processes (its own ceiling: C and delivery cannot pass it)
   XADD redis-benchmark XADD, pipelined 64 deep, on the bench's Redis (appendfsync always): the queue's ceiling
-End-to-end latency is measured open loop (loadtest/openloop.py) at 70% of the measured single-event maximum
-and at 70% of the pipeline's maximum (the lower of single-event ingress and delivery), from the event's
-accepted time to its delivered time (both Redis TIME). The load generator runs in its own process; each
+The pipeline's maximum is measured with every process running at once (on shared cores the stages' maxima
+measured alone do not add up): an open loop ramping past the narrower stage's maximum, reading where the
+deliveries level off. End-to-end latency is measured open loop (loadtest/openloop.py) at 70% of that maximum
+(the full run also at 35% of it and at 70% of the narrower stage alone), from the event's accepted time to
+its delivered time (both Redis TIME). The load generator runs in its own process; each
 server is its own process (this machine has 2 cores).
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import os
+import resource
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -39,14 +44,36 @@ from loadtest.report import Row, percentile, table
 KEY_ID, SECRET = "bench", "bench-secret"
 APPID, APP_SECRET = "wx_bench_app", "bench_app_secret"
 CUSTOMERS = 1000
+WORKER_CONCURRENCY = 256  # the default: deliveries wait on WeChat and Redis fsyncs, not on the CPU
 WARM_UP_SAMPLES = 6  # soak RSS samples are 10 s apart: the first minute is warm-up
 E2E_SHARE = 0.7
 E2E_RUNS = {
-    "e2e_at_single": "70% single max",
     "e2e_at_pipeline": "70% pipeline max",
     "e2e_at_35": "35% pipeline max",
+    "e2e_at_stages": "70% narrower stage max",
 }
 PUSHGW = [sys.executable, "-c", "from gateway.cli import main; main()"]
+# (measure, process) of the CPU-per-event rows; "loadgen" is the load generator (in C: the bare client)
+CPU_ROWS = [
+    ("H", "hello"),
+    ("H", "loadgen"),
+    ("single", "gateway"),
+    ("single", "redis"),
+    ("single", "loadgen"),
+    ("batch", "gateway"),
+    ("batch", "redis"),
+    ("C", "loadgen"),
+    ("C", "sim"),
+    ("delivery", "worker"),
+    ("delivery", "redis"),
+    ("delivery", "sim"),
+]
+# the product process read against its baseline's: (measure, process) -> (measure, process, name)
+CPU_BASELINES = {
+    ("single", "gateway"): ("H", "hello", "hello"),
+    ("batch", "gateway"): ("H", "hello", "hello"),
+    ("delivery", "worker"): ("C", "loadgen", "client"),
+}
 
 
 @dataclass(frozen=True)
@@ -65,7 +92,7 @@ class Plan:
     def make(cls, quick: bool, soak_s: float = 0.0, profile_dir: str | None = None) -> Plan:
         profile = Path(profile_dir) if profile_dir else None
         if quick:
-            return cls(2.5, 1, 3.0, 10.0, True, soak_s, profile)
+            return cls(2.5, 1, 4.0, 10.0, True, soak_s, profile)
         return cls(6.0, 3, 8.0, 20.0, False, soak_s, profile)
 
 
@@ -86,6 +113,43 @@ def rss_mib(pid: int) -> float:
     except OSError:
         pass
     return float("nan")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used (Linux /proc), nan where it cannot be read."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
+class CpuUse:
+    """CPU seconds spent inside a `with` block by named server processes and by the load generator (the
+    children of this process that finished in the block). `per_event_us` divides them by the events."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self._pids = pids
+        self._spent: dict[str, float] = {}
+
+    def __enter__(self) -> CpuUse:
+        self._spent = {name: -cpu_seconds(pid) for name, pid in self._pids.items()}
+        self._spent["loadgen"] = -_children_cpu_s()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        for name, pid in self._pids.items():
+            self._spent[name] += cpu_seconds(pid)
+        self._spent["loadgen"] += _children_cpu_s()
+
+    def per_event_us(self, events: float) -> dict[str, float]:
+        spent = {name: s for name, s in self._spent.items() if name != "loadgen" or s > 0}
+        return {name: 1e6 * s / events if events else float("nan") for name, s in spent.items()}
+
+
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 @asynccontextmanager
@@ -205,6 +269,7 @@ def _gateway_env(redis_url: str, sim_url: str) -> dict[str, str]:
         "PUSHGW_METRICS_PORT": "0",
         "PUSHGW_SIM_APPS": f"{APPID}:{APP_SECRET}",
         "PUSHGW_SIM_DAILY_QUOTA": "100000000",
+        "PUSHGW_WORKER_CONCURRENCY": str(WORKER_CONCURRENCY),
     }
 
 
@@ -219,19 +284,32 @@ async def _gateway(
         yield url, process
 
 
-async def _measure_ingress(plan: Plan, env: dict[str, str], coalesce: bool, mode: str) -> float:
+Measured = tuple[float, dict[str, float]]
+"""events/s, and CPU microseconds per event of each process involved"""
+
+
+def _measured_load(url: str, mode: str, seconds: float, pids: dict[str, int], **extra: str) -> Measured:
+    with CpuUse(pids) as cpu:
+        tally = _load(url, mode, seconds, 64, **extra)
+    return _rate(tally), cpu.per_event_us(float(tally["events"]))
+
+
+async def _measure_ingress(
+    plan: Plan, env: dict[str, str], coalesce: bool, mode: str, redis_pid: int
+) -> Measured:
     async with _gateway(env, coalesce) as (url, process):
         _load(url, mode, 1.0)  # warm up
         async with _profiled(plan, process, f"gateway-{mode}" + ("" if coalesce else "-uncoalesced")):
-            return _rate(_load(url, mode, plan.seconds))
+            return _measured_load(url, mode, plan.seconds, {"gateway": process.pid, "redis": redis_pid})
 
 
-async def _measure_hello(seconds: float) -> float:
+async def _measure_hello(seconds: float) -> Measured:
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    async with _process([sys.executable, "-m", "loadtest.hello", "--port", str(port)], {}, url + "/"):
+    command = [sys.executable, "-m", "loadtest.hello", "--port", str(port)]
+    async with _process(command, {}, url + "/") as process:
         _load(url, "single", 1.0)
-        return _rate(_load(url, "single", seconds))
+        return _measured_load(url, "single", seconds, {"hello": process.pid})
 
 
 async def _sim_token(sim_url: str) -> str:
@@ -248,7 +326,9 @@ async def _sim_delivered(session: aiohttp.ClientSession, sim_url: str) -> int:
         return int((await response.json())["delivered"])
 
 
-async def _measure_delivery(plan: Plan, env: dict[str, str], sim_url: str, redis_url: str) -> float:
+async def _measure_delivery(
+    plan: Plan, env: dict[str, str], sim_url: str, redis_url: str, pids: dict[str, int]
+) -> Measured:
     """Events/s a worker delivers from a backlog (the stream filled by the ingress runs)."""
     redis = Redis.from_url(redis_url, decode_responses=True)
     backlog = int(await redis.xlen(keys.stream(0)))
@@ -259,12 +339,13 @@ async def _measure_delivery(plan: Plan, env: dict[str, str], sim_url: str, redis
             await asyncio.sleep(1.0)  # start-up and token fetch are not throughput
             start_count, started = await _sim_delivered(session, sim_url), time.monotonic()
             async with _profiled(plan, worker, "worker-delivery"):
-                await asyncio.sleep(plan.seconds)
-            done = await _sim_delivered(session, sim_url)
+                with CpuUse({"worker": worker.pid, **pids}) as cpu:
+                    await asyncio.sleep(plan.seconds)
+                    done = await _sim_delivered(session, sim_url)
             elapsed = time.monotonic() - started
     if done - before >= backlog:
         sys.stderr.write("warning: the backlog ran out during the delivery measurement\n")
-    return (done - start_count) / elapsed
+    return (done - start_count) / elapsed, cpu.per_event_us(done - start_count)
 
 
 def _xadd_redis_benchmark(redis_url: str, seconds: float) -> float | None:
@@ -312,6 +393,13 @@ async def _measure_xadd(redis_url: str, seconds: float) -> float:
     return rate
 
 
+async def _redis_pid(redis_url: str) -> int:
+    redis = Redis.from_url(redis_url)
+    pid = int((await redis.info("server"))["process_id"])
+    await redis.aclose()
+    return pid
+
+
 async def _bind_customers(redis_url: str) -> None:
     redis = Redis.from_url(redis_url, decode_responses=True)
     async with redis.pipeline(transaction=False) as pipe:
@@ -353,9 +441,10 @@ async def _statuses(redis_url: str, sent: list[list[Any]], drain_s: float) -> di
     return found
 
 
-def latency_summary(sent: list[list[Any]], found: dict[str, list[str | None]]) -> dict[str, float]:
+def latency_summary(sent: list[list[Any]], found: dict[str, list[str | None]]) -> dict[str, Any]:
     """Percentiles (ms) of accepted -> delivered and intended send -> delivered; an event not delivered by
-    the end of the drain counts as never (inf), so it cannot hide in the percentiles."""
+    the end of the drain counts as never (inf), so it cannot hide in the percentiles. Events not accepted
+    are counted by HTTP status (0: no answer) instead: a refusal is not a latency."""
     accepted_to_delivered: list[float] = []
     sent_to_delivered: list[float] = []
     answers = [float(row[3]) for row in sent]
@@ -379,6 +468,7 @@ def latency_summary(sent: list[list[Any]], found: dict[str, list[str | None]]) -
         "sent_p50_ms": percentile(sent_to_delivered, 0.50),
         "sent_p99_ms": percentile(sent_to_delivered, 0.99),
         "answer_p99_ms": percentile(answers, 0.99),
+        "statuses": dict(Counter(str(row[4]) for row in sent)),
     }
 
 
@@ -388,10 +478,25 @@ async def _sample_rss(processes: dict[str, subprocess.Popen[bytes]], every_s: fl
         await asyncio.sleep(every_s)
 
 
-async def _measure_e2e(
-    plan: Plan, env: dict[str, str], urls: tuple[str, str], rate: float, seconds: float
-) -> dict[str, Any]:
-    """Open-loop events at `rate`/s for `seconds` through gateway, Redis, worker and simulator."""
+@dataclass(frozen=True)
+class OpenLoop:
+    """What an open-loop run through the whole pipeline left: each event sent, its record, RSS samples."""
+
+    result: dict[str, Any]
+    found: dict[str, list[str | None]]
+    rss_mib: list[dict[str, float]]
+
+
+async def _open_loop(
+    env: dict[str, str],
+    urls: tuple[str, str],
+    rate: float,
+    seconds: float,
+    drain_s: float,
+    rate_to: float | None = None,
+) -> OpenLoop:
+    """Open-loop events at `rate`/s (ramping to `rate_to`) for `seconds` through gateway, Redis, worker
+    and simulator, all running at once; then up to `drain_s` for the events to reach a final state."""
     redis_url, sim_url = urls
     await _fresh_queue(redis_url)
     rss: list[dict[str, float]] = []
@@ -404,39 +509,85 @@ async def _measure_e2e(
                 command = [sys.executable, "-m", "loadtest.openloop", "--url", url, "--rate", f"{rate:.0f}"]
                 command += ["--seconds", str(seconds), "--customers", str(CUSTOMERS), "--out", str(out)]
                 command += ["--key-id", KEY_ID, "--secret", SECRET]
+                if rate_to is not None:
+                    command += ["--rate-to", f"{rate_to:.0f}"]
                 await asyncio.to_thread(subprocess.run, command, check=True)
                 result = orjson.loads(out.read_bytes())
-            found = await _statuses(redis_url, result["events"], plan.drain_s)
+            found = await _statuses(redis_url, result["events"], drain_s)
             sampler.cancel()
             rss.append({"gateway": rss_mib(gateway.pid), "worker": rss_mib(worker.pid)})
-    summary: dict[str, Any] = latency_summary(result["events"], found)
-    summary.update(rate=rate, seconds=seconds, sender_late_p99_ms=result["sender_late_p99_ms"], rss_mib=rss)
+    return OpenLoop(result, found, rss)
+
+
+async def _measure_e2e(
+    plan: Plan, env: dict[str, str], urls: tuple[str, str], rate: float, seconds: float
+) -> dict[str, Any]:
+    """Latency percentiles of open-loop events at a constant `rate`/s."""
+    run = await _open_loop(env, urls, rate, seconds, plan.drain_s)
+    summary: dict[str, Any] = latency_summary(run.result["events"], run.found)
+    summary.update(rate=rate, seconds=seconds, sender_late_p99_ms=run.result["sender_late_p99_ms"])
+    summary["rss_mib"] = run.rss_mib
     return summary
 
 
-async def _round(plan: Plan, env: dict[str, str], urls: tuple[str, str], token: str) -> dict[str, Any]:
-    """One A/B round: each baseline right beside the product figure read against it."""
+async def _measure_pipeline_max(
+    plan: Plan, env: dict[str, str], urls: tuple[str, str], ceiling: float
+) -> float:
+    """Events/s the whole pipeline delivers with every process on the same cores: an open loop ramping
+    from 20% to 120% of `ceiling` (the narrower stage measured alone); once the offered rate passes what
+    the pipeline sustains, deliveries level off there. Only deliveries while events were still being sent
+    count (in the drain after it the gateway is idle and the worker has the cores to itself)."""
+    run = await _open_loop(env, urls, 0.2 * ceiling, plan.e2e_seconds, drain_s=0.0, rate_to=1.2 * ceiling)
+    events = run.result["events"]
+    sending_ended_ms = max(row[2] for row in events) if events else 0.0
+    delivered_ms = [
+        int(found[2])
+        for found in run.found.values()
+        if found[0] == "delivered" and found[2] is not None and int(found[2]) <= sending_ended_ms
+    ]
+    return busiest_second(delivered_ms)
+
+
+def busiest_second(times_ms: list[int]) -> float:
+    """The most of `times_ms` that fall within any one second."""
+    ordered = sorted(times_ms)
+    most, first = 0, 0
+    for last, at in enumerate(ordered):
+        while at - ordered[first] >= 1000:
+            first += 1
+        most = max(most, last - first + 1)
+    return float(most)
+
+
+async def _round(
+    plan: Plan, env: dict[str, str], urls: tuple[str, str], token: str, pids: dict[str, int]
+) -> dict[str, Any]:
+    """One A/B round: each baseline right beside the product figure read against it. `pids`: the Redis
+    and simulator processes (for the CPU each spends per event)."""
     redis_url, sim_url = urls
     seconds = plan.seconds
-    got: dict[str, Any] = {"H": await _measure_hello(seconds)}
-    got["single"] = await _measure_ingress(plan, env, True, "single")
+    redis_pid = pids["redis"]
+    measured: dict[str, Measured] = {"H": await _measure_hello(seconds)}
+    measured["single"] = await _measure_ingress(plan, env, True, "single", redis_pid)
     if not plan.quick:
-        got["single_uncoalesced"] = await _measure_ingress(plan, env, False, "single")
-    got["batch"] = await _measure_ingress(plan, env, True, "batch")
+        measured["single_uncoalesced"] = await _measure_ingress(plan, env, False, "single", redis_pid)
+    measured["batch"] = await _measure_ingress(plan, env, True, "batch", redis_pid)
+    measured["C"] = _measured_load(sim_url, "template", seconds, {"sim": pids["sim"]}, token=token)
+    measured["delivery"] = await _measure_delivery(plan, env, sim_url, redis_url, pids)
+    got: dict[str, Any] = {name: rate for name, (rate, _) in measured.items()}
+    got["cpu_us"] = {name: cpu for name, (_, cpu) in measured.items()}
     got["XADD"] = await _measure_xadd(redis_url, min(seconds, 2.0))
-    got["C"] = _rate(_load(sim_url, "template", seconds, token=token))
     # two client processes share 2 cores with the simulator, so the larger of the two runs is its floor
     got["SIM"] = max(got["C"], await _load_parallel(sim_url, "template", seconds, 2, token=token))
-    got["delivery"] = await _measure_delivery(plan, env, sim_url, redis_url)
-    pipeline_max = min(got["single"], got["delivery"])
-    got["e2e_at_single"] = await _measure_e2e(plan, env, urls, E2E_SHARE * got["single"], plan.e2e_seconds)
-    got["e2e_at_pipeline"] = got["e2e_at_single"]
-    if pipeline_max < 0.95 * got["single"]:  # delivery is the narrower stage: measure at its 70% too
-        got["e2e_at_pipeline"] = await _measure_e2e(
-            plan, env, urls, E2E_SHARE * pipeline_max, plan.e2e_seconds
-        )
-    if not plan.quick:  # where does the latency target hold? half that load
+    got["stages_max"] = min(got["single"], got["delivery"])
+    got["pipeline_max"] = await _measure_pipeline_max(plan, env, urls, got["stages_max"])
+    pipeline_max = got["pipeline_max"]
+    got["e2e_at_pipeline"] = await _measure_e2e(plan, env, urls, E2E_SHARE * pipeline_max, plan.e2e_seconds)
+    if not plan.quick:  # where does the latency target hold? half that load; and at 70% of a stage alone
         got["e2e_at_35"] = await _measure_e2e(plan, env, urls, E2E_SHARE / 2 * pipeline_max, plan.e2e_seconds)
+        got["e2e_at_stages"] = await _measure_e2e(
+            plan, env, urls, E2E_SHARE * got["stages_max"], plan.e2e_seconds
+        )
     return got
 
 
@@ -452,10 +603,11 @@ async def run_bench(
             sim_port = _free_port()
             sim_url = f"http://127.0.0.1:{sim_port}"
             env = _gateway_env(redis_url, sim_url)
-            async with _process([*PUSHGW, "sim", "--port", str(sim_port)], env, sim_url + "/healthz"):
+            async with _process([*PUSHGW, "sim", "--port", str(sim_port)], env, sim_url + "/healthz") as sim:
                 token = await _sim_token(sim_url)
+                pids = {"redis": await _redis_pid(redis_url), "sim": sim.pid}
                 for _ in range(plan.rounds):  # A/B rounds: baseline and product alternate on the same cores
-                    rounds.append(await _round(plan, env, (redis_url, sim_url), token))
+                    rounds.append(await _round(plan, env, (redis_url, sim_url), token, pids))
                 if plan.soak_s > 0:
                     rate = statistics.median(r["e2e_at_pipeline"]["rate"] for r in rounds)
                     soak = await _measure_e2e(
@@ -487,7 +639,9 @@ def _median(rounds: list[dict[str, Any]], path: str) -> float:
 
 def summarise(rounds: list[dict[str, Any]], soak: dict[str, Any] | None, plan: Plan) -> dict[str, Any]:
     """Medians over the rounds of every figure (the JSON report; `render` prints it)."""
-    names = ["H", "single", "single_uncoalesced", "batch", "XADD", "C", "SIM", "delivery"]
+    names = ["H", "single", "single_uncoalesced", "batch", "XADD", "C", "SIM", "delivery", "stages_max"]
+    names += ["pipeline_max"]
+    names += [f"cpu_us.{measure}.{process}" for measure, process in CPU_ROWS]
     medians = {name: _median(rounds, name) for name in names}
     for run in E2E_RUNS:
         for field in (
@@ -498,6 +652,7 @@ def summarise(rounds: list[dict[str, Any]], soak: dict[str, Any] | None, plan: P
             "sent_p99_ms",
             "answer_p99_ms",
             "events",
+            "accepted",
             "delivered",
         ):
             medians[f"{run}.{field}"] = _median(rounds, f"{run}.{field}")
@@ -556,25 +711,45 @@ def rows(report: dict[str, Any]) -> list[Row]:
             "XADD",
         ),
         Row(
-            "worker delivery (1 process, concurrency 64)",
+            f"worker delivery (1 process, concurrency {WORKER_CONCURRENCY})",
             m["delivery"],
             "events/s",
             m["delivery"] / m["C"],
             "C",
             ">= 0.70",
         ),
+        Row("narrower stage alone: min(single, delivery)", m["stages_max"], "events/s"),
+        Row(
+            "pipeline max, every process at once",
+            m["pipeline_max"],
+            "events/s",
+            m["pipeline_max"] / m["stages_max"],
+            "stage",
+        ),
     ]
+    out.append(Row("CPU per event (us of each process, same runs)", math.nan, ""))
+    for measure, process in CPU_ROWS:
+        value = m[f"cpu_us.{measure}.{process}"]
+        base = CPU_BASELINES.get((measure, process))
+        if base is None:
+            out.append(Row(f"  {measure}: {process}", value, "us/event"))
+        else:
+            out.append(
+                Row(
+                    f"  {measure}: {process}",
+                    value,
+                    "us/event",
+                    value / m[f"cpu_us.{base[0]}.{base[1]}"],
+                    base[2],
+                )
+            )
     for run, label in E2E_RUNS.items():
         if m[f"{run}.rate"] != m[f"{run}.rate"]:  # nan: not measured in this mode
             continue
-        out += [
-            Row(f"e2e open loop @ {label}", m[f"{run}.rate"], "events/s"),
-            Row("  accepted->delivered p50", m[f"{run}.p50_ms"], "ms"),
-            Row("  accepted->delivered p99", m[f"{run}.p99_ms"], "ms", target="<= 20 ms"),
-            Row("  accepted->delivered p99.9", m[f"{run}.p999_ms"], "ms"),
-            Row("  intended send->delivered p99", m[f"{run}.sent_p99_ms"], "ms"),
-            Row("  ingress answer p99 (from intended send)", m[f"{run}.answer_p99_ms"], "ms"),
-        ]
+        figures = {name.removeprefix(f"{run}."): value for name, value in m.items() if name.startswith(run)}
+        out += _e2e_rows(f"e2e open loop @ {label}", figures)
+    if soak := report.get("soak"):
+        out += _e2e_rows(f"e2e soak, {soak['seconds']:.0f} s @ 70% pipeline max", soak)
     start, end = report["rss_mib_start_end"]
     label = "soak" if report.get("soak") else "e2e run"
     if report.get("rss_mib_warm_end"):
@@ -602,6 +777,25 @@ def rows(report: dict[str, Any]) -> list[Row]:
         ),
     ]
     return out
+
+
+def _e2e_rows(title: str, figures: dict[str, Any]) -> list[Row]:
+    accepted, events = figures["accepted"], figures["events"]
+    return [
+        Row(title, figures["rate"], "events/s"),
+        Row(
+            "  accepted (202) of the events sent",
+            accepted,
+            "events",
+            accepted / events if events else None,
+            "sent",
+        ),
+        Row("  accepted->delivered p50", figures["p50_ms"], "ms"),
+        Row("  accepted->delivered p99", figures["p99_ms"], "ms", target="<= 20 ms"),
+        Row("  accepted->delivered p99.9", figures["p999_ms"], "ms"),
+        Row("  intended send->delivered p99", figures["sent_p99_ms"], "ms"),
+        Row("  ingress answer p99 (from intended send)", figures["answer_p99_ms"], "ms"),
+    ]
 
 
 def render(report: dict[str, Any]) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -21,11 +22,17 @@ import uvloop
 from loadtest.payloads import EventFactory, signed_headers
 
 
-def schedule(rate_per_s: float, seconds: float) -> list[float]:
-    """Intended send offsets (s from the start) of a constant-rate open loop: i / rate, i < rate * s."""
+def schedule(rate_per_s: float, seconds: float, rate_to: float | None = None) -> list[float]:
+    """Intended send offsets (s from the start) of an open loop: constant rate (i / rate, i < rate * s), or
+    with `rate_to` a linear ramp from `rate_per_s` to `rate_to` over `seconds`."""
     if rate_per_s <= 0 or seconds <= 0:
         return []
-    return [i / rate_per_s for i in range(round(rate_per_s * seconds))]
+    if rate_to is None or rate_to == rate_per_s:
+        return [i / rate_per_s for i in range(round(rate_per_s * seconds))]
+    # sent by t: n(t) = r0 t + k t^2 / 2 with k = (r1 - r0) / T; event i leaves where n(t) = i
+    r0, k = rate_per_s, (rate_to - rate_per_s) / seconds
+    total = round((rate_per_s + rate_to) / 2 * seconds)
+    return [(math.sqrt(r0 * r0 + 2 * k * i) - r0) / k for i in range(total)]
 
 
 async def _send(
@@ -44,7 +51,7 @@ async def _send(
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     factory = EventFactory(args.customers, seed=args.seed, prefix="OPEN")
-    offsets = schedule(args.rate, args.seconds)
+    offsets = schedule(args.rate, args.seconds, args.rate_to)
     events = [factory.event() for _ in offsets]  # built before the clock starts: generation is not load
     connector = aiohttp.TCPConnector(limit=args.connections)
     timeout = aiohttp.ClientTimeout(total=30)
@@ -74,6 +81,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--url", required=True)
     parser.add_argument("--rate", type=float, required=True, help="events per second")
+    parser.add_argument("--rate-to", type=float, help="ramp linearly from --rate to this rate over the run")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--connections", type=int, default=1024)
     parser.add_argument("--customers", type=int, default=1000)

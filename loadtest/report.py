@@ -45,9 +45,13 @@ def _value(value: float, unit: str) -> str:
 
 
 def table(title: str, rows: Iterable[Row]) -> str:
-    """The benchmark table: fixed-width, one figure a line, ratio and target beside it."""
+    """The benchmark table: fixed-width, one figure a line, ratio and target beside it; a row without a
+    unit is a heading."""
     lines = [title, f"{'measure':<46}{'value':>11}  {'unit':<9}{'ratio':>7}  {'of':<6}target"]
     for row in rows:
+        if not row.unit:  # a heading
+            lines.append(row.name)
+            continue
         ratio = "" if row.ratio is None or math.isnan(row.ratio) else f"{row.ratio:7.2f}"
         value = _value(row.value, row.unit)
         line = f"{row.name:<46}{value:>11}  {row.unit:<9}{ratio:>7}  {row.base:<6}{row.target}"

@@ -199,15 +199,20 @@ def stack_settings(redis_url: str, /, **overrides: Any) -> Settings:
     return Settings(**values)
 
 
+async def answers_ok(session: aiohttp.ClientSession, url: str) -> bool:
+    """Whether GET `url` answers 200 (False while nothing there answers)."""
+    try:
+        async with session.get(url) as response:
+            return response.status == 200
+    except aiohttp.ClientError:
+        return False
+
+
 async def until_ready(session: aiohttp.ClientSession, process: subprocess.Popen[bytes], url: str) -> None:
     """Wait until a gateway subprocess answers /readyz with 200 (failing if it exits)."""
 
     async def ready() -> bool:
         assert process.poll() is None, "the gateway process exited"
-        try:
-            async with session.get(url + "/readyz") as response:
-                return response.status == 200
-        except aiohttp.ClientConnectionError:
-            return False
+        return await answers_ok(session, url + "/readyz")
 
     await eventually(ready, timeout_s=30)

@@ -22,6 +22,9 @@ logger = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 DEFAULT_APPS = "wx_demo_app:demo_secret"
+# WeChat's front ends take a burst of new connections; aiohttp's default of 128 made a worker opening its
+# pool all at once wait 1 s (dropped SYNs) for some of them
+LISTEN_BACKLOG = 2048
 _DEFAULT_OVERLAP_S = 300
 
 
@@ -87,6 +90,7 @@ def config_from_env(environ: Mapping[str, str]) -> SimConfig:
         minute_quota=_env_value(environ, "PUSHGW_SIM_MINUTE_QUOTA", _non_negative_int, 0),
         seed=_env_value(environ, "PUSHGW_SIM_SEED", int, 0),
         qps=_env_value(environ, "PUSHGW_SIM_QPS", _non_negative_int, 0),
+        keep_messages=_env_value(environ, "PUSHGW_SIM_KEEP_MESSAGES", _positive_int, 100_000),
         faults=_env_value(environ, "PUSHGW_SIM_FAULTS_FILE", _faults_file, FaultConfig()),
         callback=_callback(environ),
     )
@@ -121,7 +125,7 @@ async def serve(host: str, port: int, config: SimConfig) -> None:
     runner = web.AppRunner(create_app(config), access_log=None)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port)
+        site = web.TCPSite(runner, host, port, backlog=LISTEN_BACKLOG)
         await site.start()
         logger.info("wechatsim listening on %s:%d with %d app(s)", host, port, len(config.apps))
         await asyncio.Event().wait()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import secrets
 import time
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -315,7 +315,7 @@ class SimState:
         self.unsubscribed: set[str] = set()
         self.blocked: set[str] = set()
         self.openid_apps: dict[str, str] = {}
-        self.messages: list[DeliveredMessage] = []
+        self.messages: deque[DeliveredMessage] = deque(maxlen=config.keep_messages)
         self.stats = Stats()
         self.callbacks = CallbackPoster(clock, lambda: self.stats.callbacks)
         self._next_msgid = FIRST_MSGID

@@ -19,6 +19,9 @@ class _State:
     probe_until_s: float = 0.0  # the half-open probe's claim lasts until then
 
 
+_CLOSED = _State()  # compared with, never mutated
+
+
 class Breaker:
     """Closed: calls go out. After `failures` consecutive failures, open for `open_s`; then half-open: one
     probe goes out, its success closes the circuit, its failure opens it again. A probe that reports neither
@@ -33,7 +36,9 @@ class Breaker:
 
     def blocked_for_s(self, appid: str) -> float:
         """0 when a call may go out now (claiming the probe if half-open), else seconds to wait."""
-        state = self._states.setdefault(appid, _State())
+        state = self._states.get(appid)
+        if state is None:  # no outcome yet: the first success creates the state and publishes the gauge
+            return 0.0
         now_s = self._clock()
         remaining = state.open_until_s - now_s
         if remaining > 0:
@@ -45,8 +50,10 @@ class Breaker:
         return 0.0
 
     def succeeded(self, appid: str) -> None:
-        state = self._states.setdefault(appid, _State())
-        if state.failures >= self._threshold or state.open_until_s:
+        state = self._states.get(appid)
+        if state == _CLOSED:  # the usual case, on every delivery: nothing to change
+            return
+        if state is not None and (state.failures >= self._threshold or state.open_until_s):
             log.info("wechat circuit closed", extra={"appid": appid})
         self._states[appid] = _State()
         metrics.CIRCUIT_OPEN.labels(appid).set(0)

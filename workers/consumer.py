@@ -118,7 +118,9 @@ class Consumer:
         """Up to about `count` new entries: from the first tier that has some, else a blocking read of all."""
         if self._cluster:
             return await self._read_cluster(count)
-        for tier in self._tiers[:-1]:
+        # the last tier too is read on its own first: the blocking read shares `count` out over every
+        # tier's streams, so on a backlog it would take only a fraction of the free slots per round trip
+        for tier in self._tiers:
             if batch := await self._read_streams(tier, count, block_ms=None):
                 return batch
         return await self._read_streams(self._streams, count, block_ms=self._block_ms)

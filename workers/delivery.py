@@ -13,7 +13,8 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from functools import cached_property
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -35,7 +36,7 @@ from workers.wechat import Answer, Outcome, TokenError, Verdict, Wait, WeChatCli
 
 log = logging.getLogger(__name__)
 SUSPEND_S = 600.0
-_INDEX_ONLY = frozenset({"customer_id", "accepted_ms"})  # outcome fields for the msgid index, not finish.lua
+_KEEPS_ENTRY = frozenset({EventStatus.RETRYING, EventStatus.DEAD_LETTERED})
 
 
 def _raised(results: list[Any]) -> list[Any]:
@@ -83,6 +84,7 @@ class Entry:
         """The id this entry is known by: the event id, or the digest id (also its client_msg_id)."""
         return self.fields["did"] if self.is_digest else self.fields["eid"]
 
+    @cached_property
     def items(self) -> list[dict[str, str]]:
         """(src, eid, ev) of each event the entry carries."""
         if self.is_digest:
@@ -90,15 +92,25 @@ class Entry:
             return items
         return [self.fields]
 
+    @cached_property
     def events(self) -> list[Event]:
-        return [Event.from_dict(orjson.loads(item["ev"])) for item in self.items()]
+        return [Event.from_dict(orjson.loads(item["ev"])) for item in self.items]
 
+    @cached_property
     def records(self) -> list[str]:
-        return [keys.event(self.shard, item["src"], item["eid"]) for item in self.items()]
+        return [keys.event(self.shard, item["src"], item["eid"]) for item in self.items]
 
     def to_json(self, attempts: int) -> bytes:
         """The entry as the retry set and the dead-letter stream keep it, with its attempts so far."""
         return orjson.dumps({**self.fields, "att": str(attempts)}, option=orjson.OPT_SORT_KEYS)
+
+
+class Finish(NamedTuple):
+    """What `finish` records for an entry: the finish.lua arguments (the entry also gives the msgid index
+    of a delivered message its customer and acceptance time)."""
+
+    entry: Entry
+    args: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -140,14 +152,15 @@ class Deliverer:
         self._senders = {account.appid: account for account in (*accounts, sender)}
         self._templates = templates
         self._uniform = uniform
-        # deliveries running at once share Redis round trips for their lookups and their outcomes
-        self._lookups: Coalescer[Entry] = Coalescer(redis, self._queue_lookup, scripts.load)
-        self._outcomes: Coalescer[dict[str, Any]] = Coalescer(redis, self._queue_outcome, scripts.load)
+        # deliveries running at once share Redis round trips: one delivery's lookup (an Entry) goes out with
+        # another's Finish, so there are about half as many pipelines as with a coalescer for each
+        self._round_trips: Coalescer[Entry | Finish] = Coalescer(
+            redis, self._queue, scripts.load, deadline_s=settings.redis_timeout_s
+        )
 
     async def close(self) -> None:
         """Send outcomes still waiting for a round trip."""
-        await self._outcomes.close()
-        await self._lookups.close()
+        await self._round_trips.close()
 
     async def handle(self, shard: int, entry_id: str, fields: dict[str, str]) -> None:
         """The consumer's handler of a delivery stream entry."""
@@ -179,33 +192,39 @@ class Deliverer:
 
     async def _lookup(self, entry: Entry) -> tuple[list[str | None], dict[str, str]]:
         """The statuses of the entry's records and the customer's binding, in a shared round trip."""
-        *statuses, binding = _raised(await self._lookups.submit(entry))
+        *statuses, binding = _raised(await self._round_trips.submit(entry))
         return statuses, text_map(binding)
 
+    async def _queue(self, pipe: AnyPipeline, item: Entry | Finish) -> int:
+        if isinstance(item, Entry):
+            return self._queue_lookup(pipe, item)
+        return await self._queue_finish(pipe, item)
+
     @staticmethod
-    async def _queue_lookup(pipe: AnyPipeline, entry: Entry) -> int:
-        records = entry.records()
+    def _queue_lookup(pipe: AnyPipeline, entry: Entry) -> int:
+        records = entry.records
         for record in records:
             pipe.hget(record, "status")
         pipe.hgetall(keys.binding(entry.customer_id))
         return len(records) + 1
 
-    async def _queue_outcome(self, pipe: AnyPipeline, finish: dict[str, Any]) -> int:
-        args = {name: value for name, value in finish.items() if name not in _INDEX_ONLY}
+    async def _queue_finish(self, pipe: AnyPipeline, finish: Finish) -> int:
+        entry, args = finish
         queued = 0
         if args["status"] is EventStatus.DELIVERED and args["msgid"]:
             # before the finish script: if that fails the entry is re-sent and the same msgid indexed again
             index = orjson.dumps(
-                {"cid": finish["customer_id"], "records": args["records"], "acc": finish["accepted_ms"]}
+                {"cid": entry.customer_id, "records": entry.records, "acc": entry.accepted_ms}
             )
-            pipe.set(keys.msgid(args["msgid"]), index, ex=self._settings.event_ttl_s)
+            # what pipe.set(..., ex=) sends, without its per-call argument checks
+            pipe.execute_command("SET", keys.msgid(args["msgid"]), index, "EX", self._settings.event_ttl_s)
             queued += 1
         await self._scripts.finish(pipe, **args)
         return queued + 1
 
     @staticmethod
     def _render(entry: Entry, openid: str, templates: Templates) -> dict[str, Any]:
-        events = entry.events()
+        events = entry.events
         if entry.is_digest:
             return render_digest(templates, entry.message_id, events, openid)
         return render_event(templates, events[0], openid)
@@ -215,8 +234,6 @@ class Deliverer:
         if wait_s > 0:
             await self._defer(entry, wait_s)
             return
-        if sender.throttle is not None:
-            await sender.throttle.acquire()
         attempt = entry.attempts + 1
         started = clock.now_ms()
         try:
@@ -234,10 +251,10 @@ class Deliverer:
         """Send; on a token error refresh the token (if ours is the stored one) and send once more at once."""
         tokens = sender.tokens
         token = await tokens.get()
-        answer = await sender.client.send_template(token, message)
+        answer = await _send_within_limit(token, message, sender)
         if classify(answer).outcome is Outcome.REFRESH_TOKEN:
             await tokens.invalidate(token)
-            answer = await sender.client.send_template(await tokens.get(), message)
+            answer = await _send_within_limit(await tokens.get(), message, sender)
         return answer
 
     @staticmethod
@@ -247,8 +264,8 @@ class Deliverer:
             breaker.succeeded(appid)
         elif verdict.breaker_failure:
             breaker.failed(appid)
-        metrics.DELIVERIES.labels(verdict.outcome.value, answer.label).inc()
-        metrics.ACCOUNT_DELIVERIES.labels(appid, verdict.outcome.value).inc()
+        metrics.child(metrics.DELIVERIES, verdict.outcome.value, answer.label).inc()
+        metrics.child(metrics.ACCOUNT_DELIVERIES, appid, verdict.outcome.value).inc()
 
     async def _apply(
         self, entry: Entry, attempt: int, verdict: Verdict, answer: Answer, openid: str, sender: Sender
@@ -285,7 +302,7 @@ class Deliverer:
             await self._finish(entry, EventStatus.DEAD_LETTERED, attempts, error=f"max_age: {reason}")
             return
         await self._finish(entry, EventStatus.RETRYING, attempts, error=reason, due_ms=due_ms)
-        metrics.RETRIES.labels(reason).inc()
+        metrics.child(metrics.RETRIES, reason).inc()
 
     def _delay_s(self, attempt: int, wait: Wait, sender: Sender | None = None) -> float:
         """The retry's delay; a daily quota or a suspension also pauses the account's circuit (`sender`,
@@ -318,24 +335,30 @@ class Deliverer:
         msgid: str = "",
         due_ms: int = 0,
     ) -> None:
-        # shielded: once WeChat answered, the outcome must be recorded even if this task is cancelled
-        finish = {
+        args = {
             "shard": entry.shard,
             "critical": entry.critical,
             "entry_id": entry.entry_id,
-            "records": entry.records(),
+            "records": entry.records,
             "status": status,
             "attempts": attempts,
             "last_error": error,
             "msgid": msgid,
             "retry_due_ms": due_ms,
-            "entry_json": entry.to_json(attempts),
-            "customer_id": entry.customer_id,  # for the msgid index of a delivered message
-            "accepted_ms": entry.accepted_ms,  # likewise: latency to WeChat's finish event
+            # only a retry or a dead letter keeps the entry (finish.lua reads it for nothing else)
+            "entry_json": entry.to_json(attempts) if status in _KEEPS_ENTRY else b"",
         }
-        _raised(await asyncio.shield(self._outcomes.submit(finish)))
+        # shielded: once WeChat answered, the outcome must be recorded even if this task is cancelled
+        _raised(await asyncio.shield(self._round_trips.enqueue(Finish(entry, args))))
         if status is EventStatus.DEAD_LETTERED:
-            metrics.DEAD_LETTERS.labels(error.split(":")[0]).inc()
+            metrics.child(metrics.DEAD_LETTERS, error.split(":")[0]).inc()
         if status is EventStatus.NO_BINDING:
-            metrics.DELIVERIES.labels("no_binding", "none").inc()
+            metrics.child(metrics.DELIVERIES, "no_binding", "none").inc()
         log.info("delivery %s", status.value, extra={"attempt": attempts, "reason": error or None})
+
+
+async def _send_within_limit(token: str, message: dict[str, Any], sender: Sender) -> Answer:
+    """One template send, after taking a permit of the global outbound rate limit (each send takes one)."""
+    if sender.throttle is not None:
+        await sender.throttle.acquire()
+    return await sender.client.send_template(token, message)

@@ -72,17 +72,18 @@ def format_amount(amount: str, currency: str) -> str:
     text = f"{value:,.2f}" if currency != "JPY" else f"{value:,.0f}"
     if _digits(text) > 10:
         text = f"{value.to_integral_value(rounding=ROUND_DOWN):,.0f}"
-    if _digits(text) > 10:
-        raise RenderError("amount has more digits than a WeChat amount value allows")
+        if _digits(text) > 10:
+            raise RenderError("amount has more digits than a WeChat amount value allows")
     return f"{prefix}{text}{suffix}"
 
 
 def _digits(text: str) -> int:
-    return sum(c.isdigit() for c in text)
+    return sum(map(str.isdigit, text))
 
 
 def format_time(moment: datetime) -> str:
-    return moment.astimezone(SHANGHAI).strftime("%Y年%m月%d日 %H:%M")
+    local = moment.astimezone(SHANGHAI)  # formatted by hand: strftime costs twice as much, on every message
+    return f"{local.year}年{local.month:02d}月{local.day:02d}日 {local.hour:02d}:{local.minute:02d}"
 
 
 def fit(key: str, value: str) -> str:

@@ -13,8 +13,14 @@ from typing import Any
 
 import aiohttp
 import orjson
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
 
 from gateway.core import metrics
+
+SEND_PATH = "/cgi-bin/message/template/send"
+_JSON = CIMultiDictProxy(CIMultiDict({"Content-Type": "application/json"}))
+_MAX_SEND_URLS = 64  # a few tokens per configured account: the cache is only cleared when it overflows
 
 
 class Outcome(Enum):
@@ -118,6 +124,12 @@ class WeChatClient:
         self._session = session
         self._base_url = base_url.rstrip("/")
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._durations = {
+            api: metrics.WECHAT_DURATION.labels(api) for api in ("stable_token", "template_send")
+        }
+        self._send_base = URL(self._base_url + SEND_PATH)
+        # token -> send URL, built once per token rather than by aiohttp from `params=` on every call
+        self._send_urls: dict[str, URL] = {}
 
     async def stable_token(self, appid: str, secret: str, *, force_refresh: bool = False) -> IssuedToken:
         """POST /cgi-bin/stable_token. Raises TokenError."""
@@ -127,7 +139,7 @@ class WeChatClient:
             "secret": secret,
             "force_refresh": force_refresh,
         }
-        answer, data = await self._call("stable_token", "/cgi-bin/stable_token", body, {})
+        answer, data = await self._call("stable_token", self._base_url + "/cgi-bin/stable_token", body)
         token = data.get("access_token")
         if not isinstance(token, str) or not isinstance(data.get("expires_in"), int):
             raise TokenError(answer)
@@ -135,22 +147,19 @@ class WeChatClient:
 
     async def send_template(self, token: str, message: dict[str, Any]) -> Answer:
         """POST /cgi-bin/message/template/send; every failure comes back as an Answer, never raised."""
-        answer, _ = await self._call(
-            "template_send", "/cgi-bin/message/template/send", message, {"access_token": token}
-        )
+        url = self._send_urls.get(token)
+        if url is None:
+            if len(self._send_urls) >= _MAX_SEND_URLS:
+                self._send_urls.clear()
+            url = self._send_urls[token] = self._send_base.with_query(access_token=token)
+        answer, _ = await self._call("template_send", url, message)
         return answer
 
-    async def _call(
-        self, api: str, path: str, body: dict[str, Any], params: dict[str, str]
-    ) -> tuple[Answer, dict[str, Any]]:
+    async def _call(self, api: str, url: str | URL, body: dict[str, Any]) -> tuple[Answer, dict[str, Any]]:
         started = time.perf_counter()
         try:
             async with self._session.post(
-                self._base_url + path,
-                params=params,
-                data=orjson.dumps(body),
-                headers={"Content-Type": "application/json"},
-                timeout=self._timeout,
+                url, data=orjson.dumps(body), headers=_JSON, timeout=self._timeout
             ) as response:
                 raw = await response.read()
                 status = response.status
@@ -159,7 +168,7 @@ class WeChatClient:
         except (aiohttp.ClientError, OSError, asyncio.IncompleteReadError):
             return Answer(transport="connection"), {}
         finally:
-            metrics.WECHAT_DURATION.labels(api).observe(time.perf_counter() - started)
+            self._durations[api].observe(time.perf_counter() - started)
         if status != 200:
             return Answer(http_status=status), {}
         return _parse(raw)

@@ -1,7 +1,8 @@
 """Share Redis round trips between concurrent callers: what they submit leaves together in pipelines.
 
-Each caller still gets its own results, only after Redis answered. While `max_inflight` pipelines are
-out, new submissions wait and leave together in the next one, so the batch size follows the load.
+Each caller still gets its own results, only after Redis answered; a round trip that outlives `deadline_s`
+fails with TimeoutError for all of its callers. While `max_inflight` pipelines are out, new submissions
+wait and leave together in the next one, so the batch size follows the load.
 
 On a Redis Cluster the pipeline is redis-py's ClusterPipeline: it sends each command to the node owning its
 keys' slot (one round trip per node, concurrently). With `wait_replicas`, every pipeline ends with
@@ -18,7 +19,7 @@ from typing import Any, Generic, TypeVar
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError, RedisError
 
-from gateway.core.redis import AnyPipeline, RedisClient
+from gateway.core.redis import AnyPipeline, RedisClient, deadline
 
 T = TypeVar("T")
 Queue = Callable[[AnyPipeline, T], Awaitable[int]]
@@ -37,6 +38,7 @@ class Coalescer(Generic[T]):
         queue: Queue[T],
         reload_scripts: Callable[[RedisClient], Awaitable[None]],
         *,
+        deadline_s: float,
         max_inflight: int = 2,
         max_batch: int = 256,
         observe: Callable[[int], None] | None = None,
@@ -46,6 +48,7 @@ class Coalescer(Generic[T]):
         self._redis = redis
         self._queue = queue
         self._reload_scripts = reload_scripts
+        self._deadline_s = deadline_s
         self._max_inflight = max_inflight
         self._max_batch = max_batch
         self._observe = observe
@@ -57,10 +60,15 @@ class Coalescer(Generic[T]):
     async def submit(self, item: T) -> list[Any]:
         """The results of the item's commands (a command's error is returned in its place, not raised).
         Raises what the round trip raised (connection loss, timeout)."""
+        return await self.enqueue(item)
+
+    def enqueue(self, item: T) -> asyncio.Future[list[Any]]:
+        """Queue the item for the next round trip; the future gets what `submit` returns. The item is sent
+        even if nobody waits for the future any more (shield it to record an outcome whatever happens)."""
         future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
         self._pending.append((item, future))
         self._schedule()
-        return await future
+        return future
 
     async def submit_many(self, items: list[T]) -> list[list[Any]]:
         """Send these items together in one pipeline of their own; results in order."""
@@ -118,7 +126,8 @@ class Coalescer(Generic[T]):
         async with self._redis.pipeline(transaction=False) as pipe:
             counts = [await self._queue(pipe, item) for item in items]
             waits = self._queue_waits(pipe)
-            flat = list(await pipe.execute(raise_on_error=False))
+            async with deadline(self._deadline_s):
+                flat = list(await pipe.execute(raise_on_error=False))
         if waits:
             self._check_waits(flat[-waits:])
         results, start = [], 0

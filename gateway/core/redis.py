@@ -10,10 +10,14 @@ readiness check reads it) until an operator acknowledges a fresh start (`pushgw 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
+import math
 import secrets
 import shutil
 import weakref
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -212,7 +216,7 @@ def connect(settings: Settings, *, max_connections: int = 64) -> RedisClient:
         health_check_interval=10,
         redis_connect_func=guard.on_connect,
     )
-    pool.connection_class = _packing_in_c(pool.connection_class)
+    pool.connection_class = _read_within_deadline(_packing_in_c(pool.connection_class))
     client = Redis.from_pool(pool)
     _guards[client] = guard
     return client
@@ -233,6 +237,38 @@ def _packing_in_c(connection_class: type[AbstractConnection]) -> type[AbstractCo
         return python_pack(self, *args)
 
     return type(f"CPacked{connection_class.__name__}", (connection_class,), {"pack_command": pack_command})
+
+
+_UNDER_DEADLINE: contextvars.ContextVar[bool] = contextvars.ContextVar("pushgw_redis_deadline", default=False)
+
+
+@asynccontextmanager
+async def deadline(seconds: float) -> AsyncIterator[None]:
+    """Bound a whole round trip (a pipeline of many replies) by one timer: its replies are read without
+    redis-py's per-reply socket timeout, an `asyncio.timeout` for every reply that the profiles showed.
+    Raises TimeoutError when the round trip outlives `seconds` (its connection is dropped, never reused
+    half-read)."""
+    token = _UNDER_DEADLINE.set(True)
+    try:
+        async with asyncio.timeout(seconds):
+            yield
+    finally:
+        _UNDER_DEADLINE.reset(token)
+
+
+def _read_within_deadline(connection_class: type[AbstractConnection]) -> type[AbstractConnection]:
+    """The connection class whose reads inside `deadline` wait without a timer of their own."""
+    read_response = connection_class.read_response
+
+    async def read_within_deadline(
+        self: AbstractConnection, disable_decoding: bool = False, timeout: float | None = None, **kwargs: Any
+    ) -> Any:
+        if timeout is None and _UNDER_DEADLINE.get():
+            timeout = math.inf  # redis-py: no timeout for this read (the deadline around it bounds it)
+        return await read_response(self, disable_decoding, timeout, **kwargs)
+
+    name = f"Deadline{connection_class.__name__}"
+    return type(name, (connection_class,), {"read_response": read_within_deadline})
 
 
 def cluster_seeds(url: str) -> tuple[list[ClusterNode], dict[str, Any]]:

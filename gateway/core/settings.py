@@ -291,7 +291,7 @@ class Settings:
         "refresh the access token this long before expiry (keep under WeChat's 300 s overlap)",
     )
     worker_concurrency: int = _setting(
-        "PUSHGW_WORKER_CONCURRENCY", _positive_int, 64, "deliveries in flight per worker process"
+        "PUSHGW_WORKER_CONCURRENCY", _positive_int, 256, "deliveries in flight per worker process"
     )
     read_batch: int = _setting("PUSHGW_READ_BATCH", _positive_int, 64, "most stream entries read at once")
     reclaim_idle_s: int = _setting(

@@ -7,7 +7,6 @@ through both process groups at once, on `redis+cluster://`."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
@@ -29,10 +28,12 @@ from tests.support import (
     SECRET,
     Client,
     Running,
+    answers_ok,
     eventually,
     free_port,
     make_event,
 )
+from tests.workers.flows import pushgw_env
 from wechatsim.app import SimConfig
 from wechatsim.app import create_app as create_sim
 
@@ -81,10 +82,8 @@ async def test_two_gateways_and_two_workers_deliver_each_event_once(
 ) -> None:
     gateway_port, metrics_port = free_port(), free_port()
     async with simulator() as sim, aiohttp.ClientSession() as session:
-        env = {name: value for name, value in os.environ.items() if not name.startswith("PUSHGW_")}
-        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-        env.update(
-            PUSHGW_REDIS_URL=cluster.url,
+        env = pushgw_env(
+            cluster.url,
             PUSHGW_SHARDS=str(SHARDS),
             PUSHGW_API_KEYS=f"{KEY_ID}:{SECRET}",
             PUSHGW_WECHAT_BASE_URL=sim.url,
@@ -95,13 +94,14 @@ async def test_two_gateways_and_two_workers_deliver_each_event_once(
             PUSHGW_SHUTDOWN_TIMEOUT_S="5",
             PUSHGW_METRICS_PORT=str(metrics_port),
         )
+        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         gateway_url = f"http://127.0.0.1:{gateway_port}"
         client = Client(session, gateway_url)
         with (
             pushgw(tmp_path / "gateway.log", env, "gateway", "--port", str(gateway_port)),
             pushgw(tmp_path / "worker.log", env, "worker"),
         ):
-            await eventually(lambda: _answers(session, gateway_url + "/readyz"), timeout_s=30)
+            await eventually(lambda: answers_ok(session, gateway_url + "/readyz"), timeout_s=30)
             customers = customer_per_shard("mp")
             for customer in customers:
                 await client.bind(customer, openid(customer))
@@ -129,14 +129,6 @@ async def test_two_gateways_and_two_workers_deliver_each_event_once(
             await eventually(workers_add_up)
             async with session.get(sim.url + "/sim/stats") as response:
                 assert int((await response.json())["delivered"]) == EVENTS
-
-
-async def _answers(session: aiohttp.ClientSession, url: str) -> bool:
-    try:
-        async with session.get(url) as response:
-            return response.status == 200
-    except aiohttp.ClientError:
-        return False
 
 
 async def _text(session: aiohttp.ClientSession, url: str) -> str:

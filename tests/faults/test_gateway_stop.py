@@ -23,7 +23,7 @@ from gateway.core.settings import RateLimit
 from tests.faults.load import bind_customers, events_for, send_all
 from tests.faults.oracle import Oracle
 from tests.support import KEY_ID, SECRET, Client, RedisServer, eventually, free_port
-from tests.workers.flows import PUSHGW, StackFactory, pending, pushgw_env
+from tests.workers.flows import PUSHGW, StackFactory, kill_left, pending, pushgw_env
 
 pytestmark = pytest.mark.e2e
 
@@ -65,10 +65,7 @@ async def gateway_process(redis_server: RedisServer, tmp_path: Path) -> AsyncIte
         return process
 
     yield start
-    for process in started:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+    await kill_left(started)
     assert "Traceback" not in log_path.read_text()
 
 

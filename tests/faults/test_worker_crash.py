@@ -19,7 +19,7 @@ from tests.conftest import Stack
 from tests.faults.load import bind_customers, events_for, send_all
 from tests.faults.oracle import Oracle
 from tests.support import APP_SECRET, APPID, eventually, make_event
-from tests.workers.flows import PUSHGW, StackFactory, pending, pushgw_env, record_statuses
+from tests.workers.flows import PUSHGW, StackFactory, kill_left, pending, pushgw_env, record_statuses
 
 pytestmark = pytest.mark.e2e
 
@@ -56,10 +56,7 @@ async def worker_process(tmp_path: Path) -> AsyncIterator[StartWorker]:
         return process
 
     yield start
-    for process in started:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+    await kill_left(started)
 
 
 async def _delivered_at_least(stack: Stack, count: int) -> None:

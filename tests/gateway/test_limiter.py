@@ -28,8 +28,8 @@ from gateway.core.event import parse_event, payload_hash
 from gateway.core.scripts import IngestArgs, Scripts
 from gateway.core.settings import RateLimit, Settings
 from tests.gateway.helpers import send
-from tests.support import KEY_ID, RedisServer, make_event, signed_headers, until_ready
-from tests.workers.flows import start_gateway
+from tests.support import KEY_ID, RedisServer, make_event, signed_headers
+from tests.workers.flows import ready_gateways, start_gateway
 
 pytestmark = pytest.mark.e2e
 
@@ -119,21 +119,8 @@ def _start_skewed(redis_server: RedisServer, skew_s: int) -> tuple[subprocess.Po
 @pytest.fixture
 async def skewed_gateways(redis: Redis, redis_server: RedisServer) -> AsyncIterator[list[str]]:
     """Two gateway processes on one Redis, one clock SKEW_S ahead and one SKEW_S behind, both ready."""
-    started = [_start_skewed(redis_server, skew) for skew in (SKEW_S, -SKEW_S)]
-    try:
-        async with aiohttp.ClientSession() as session:
-            for process, url in started:
-                await until_ready(session, process, url)
-        yield [url for _, url in started]
-    finally:
-        for process, _ in started:
-            process.terminate()
-        for process, _ in started:
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    async with ready_gateways([_start_skewed(redis_server, skew) for skew in (SKEW_S, -SKEW_S)]) as urls:
+        yield urls
 
 
 async def test_the_gateways_clocks_really_differ(skewed_gateways: list[str]) -> None:

@@ -10,6 +10,7 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from prometheus_client import REGISTRY
 
 from tests.conftest import Stack
 from tests.gateway.helpers import Answer, assert_error_shape, fresh_headers, send
@@ -244,3 +245,18 @@ async def test_a_request_line_past_the_http_parsers_limit_gets_a_4xx(stack: Stac
     answer = await stack.session.get(stack.client.url + "/v1/events/" + "E" * 10_000)
     async with answer:
         assert 400 <= answer.status < 500
+
+
+async def test_an_unused_method_gets_405_and_no_label_of_its_own(stack: Stack) -> None:
+    """Label values must come from a bounded set: WebDAV methods do not grow the metrics."""
+    answer = await send(stack.session, stack.client.url, "PROPFIND", "/v1/events", raw=b"{}")
+    assert answer.status == 405
+    assert_error_shape(answer.body)
+    methods = {
+        sample.labels["method"]
+        for family in REGISTRY.collect()
+        if family.name == "pushgw_http_requests"
+        for sample in family.samples
+        if sample.labels.get("code") == "405"
+    }
+    assert "other" in methods and "PROPFIND" not in methods

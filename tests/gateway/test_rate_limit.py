@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import signal
-import subprocess
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -17,8 +15,8 @@ from gateway.core import keys
 from gateway.core.settings import RateLimit
 from tests.conftest import Stack
 from tests.gateway.helpers import assert_error, retry_after_s, send, stream_length
-from tests.support import RedisServer, make_event, until_ready
-from tests.workers.flows import PUSHGW, start_gateway
+from tests.support import RedisServer, make_event
+from tests.workers.flows import PUSHGW, ready_gateways, start_gateway
 
 pytestmark = pytest.mark.e2e
 
@@ -56,21 +54,8 @@ async def test_digest_policy_folds_events_over_the_limit(stack_for: Callable[...
 async def two_gateways(redis: Redis, redis_server: RedisServer) -> AsyncIterator[list[str]]:
     """Two real `pushgw gateway` processes on one Redis, ready (their /healthz answers)."""
     limit = {"PUSHGW_RATE_LIMIT": "5/60", "PUSHGW_RATE_POLICY": "reject"}
-    started = [start_gateway([PUSHGW], redis_server.url, **limit) for _ in range(2)]
-    try:
-        async with aiohttp.ClientSession() as session:
-            for process, url in started:
-                await until_ready(session, process, url)
-        yield [url for _, url in started]
-    finally:
-        for process, _ in started:
-            process.send_signal(signal.SIGTERM)
-        for process, _ in started:
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    async with ready_gateways([start_gateway([PUSHGW], redis_server.url, **limit) for _ in range(2)]) as urls:
+        yield urls
 
 
 async def test_the_limit_is_exact_across_two_gateway_processes(two_gateways: list[str], redis: Redis) -> None:

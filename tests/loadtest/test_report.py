@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from loadtest.bench import Plan, latency_summary, render, rows
+from loadtest.bench import CPU_ROWS, WORKER_CONCURRENCY, Plan, busiest_second, latency_summary, render, rows
 from loadtest.openloop import schedule
 from loadtest.report import Row, percentile, profile_top, table
 
@@ -36,6 +36,21 @@ def test_open_loop_schedule_is_set_by_the_clock() -> None:
     assert schedule(0, 5) == [] and schedule(10, 0) == []
 
 
+def test_a_ramp_schedule_speeds_up_linearly() -> None:
+    offsets = schedule(rate_per_s=100, seconds=4, rate_to=300)
+    assert len(offsets) == 800  # the mean rate, 200/s, for 4 s
+    assert offsets[0] == 0 and offsets[-1] < 4
+    sent_by = [sum(1 for t in offsets if t < second) for second in (1, 2, 3, 4)]
+    assert [b - a for a, b in itertools.pairwise([0, *sent_by])] == pytest.approx([125, 175, 225, 275], abs=1)
+    assert schedule(100, 4, rate_to=100) == schedule(100, 4)
+
+
+def test_busiest_second_counts_the_densest_window() -> None:
+    assert busiest_second([]) == 0
+    assert busiest_second([0, 500, 999, 1000, 1001, 3000]) == 4  # 500..1001
+    assert busiest_second([5000, 10, 20]) == 2  # order does not matter
+
+
 def test_latency_summary_counts_undelivered_as_never() -> None:
     sent = [
         ["e1", "C1", 1000.0, 3.0, 202],
@@ -53,6 +68,7 @@ def test_latency_summary_counts_undelivered_as_never() -> None:
     assert summary["p50_ms"] == 20  # 8, 20, inf
     assert summary["p99_ms"] == math.inf
     assert summary["answer_p99_ms"] == 5
+    assert summary["statuses"] == {"202": 3, "503": 1}
 
 
 def test_table_lines_up() -> None:
@@ -64,6 +80,7 @@ def test_table_lines_up() -> None:
             Row("p99", math.inf, "ms"),
             Row("p50", 2.25, "ms"),
             Row("unmeasured", math.nan, "ms"),
+            Row("a heading", math.nan, ""),
         ],
     )
     lines = text.splitlines()
@@ -71,18 +88,23 @@ def test_table_lines_up() -> None:
     assert lines[2].endswith("9,527  req/s")
     assert "3,544  events/s    0.37  H     >= 0.60" in lines[3]
     assert lines[4].endswith("never  ms") and lines[5].endswith("2.2  ms") and lines[6].endswith("-  ms")
-    value_column = {line.index("  ", 46) for line in lines[2:]}
+    assert lines[7] == "a heading"
+    value_column = {line.index("  ", 46) for line in lines[2:7]}
     assert len(value_column) == 1
 
 
 def _report() -> dict[str, object]:
     medians = {"H": 10_000.0, "single": 6_000.0, "single_uncoalesced": math.nan, "batch": 40_000.0}
     medians |= {"XADD": 200_000.0, "C": 10_000.0, "SIM": 12_000.0, "delivery": 7_000.0}
-    for run in ("e2e_at_single", "e2e_at_pipeline"):
+    medians |= {"stages_max": 6_000.0, "pipeline_max": 4_500.0}
+    medians |= {f"cpu_us.{measure}.{process}": 100.0 for measure, process in CPU_ROWS}
+    medians |= {"cpu_us.delivery.worker": 140.0, "cpu_us.single.gateway": 250.0}
+    for run in ("e2e_at_stages", "e2e_at_pipeline"):
         medians |= {
             f"{run}.{k}": 5.0 for k in ("p50_ms", "p99_ms", "p999_ms", "sent_p99_ms", "answer_p99_ms")
         }
         medians[f"{run}.rate"] = 4_200.0
+        medians |= {f"{run}.events": 1000.0, f"{run}.accepted": 990.0}
     medians |= {f"e2e_at_35.{k}": math.nan for k in ("rate", "p50_ms", "p99_ms", "p999_ms")}
     rss = {"gateway": 50.0, "worker": 40.0}
     return {"mode": "quick", "rounds": 1, "cores": 2, "seconds_per_measure": 2.5, "medians": medians,
@@ -93,9 +115,15 @@ def test_rows_give_each_product_figure_its_ratio() -> None:
     by_name = {row.name: row for row in rows(_report())}
     assert by_name["single-event ingress"].ratio == pytest.approx(0.6)
     assert by_name["batch ingress (100 per request)"].ratio == pytest.approx(4.0)
-    assert by_name["worker delivery (1 process, concurrency 64)"].ratio == pytest.approx(0.7)
+    assert by_name[f"worker delivery (1 process, concurrency {WORKER_CONCURRENCY})"].ratio == pytest.approx(
+        0.7
+    )
     assert "  same, one Redis round trip per request" not in by_name  # nan: not measured (quick)
+    assert by_name["pipeline max, every process at once"].ratio == pytest.approx(0.75)
+    assert by_name["  delivery: worker"].ratio == pytest.approx(1.4)  # CPU per delivery against the client's
+    assert by_name["  single: gateway"].ratio == pytest.approx(2.5)
     assert not any("35%" in name for name in by_name)
+    assert by_name["  accepted (202) of the events sent"].ratio == pytest.approx(0.99)
     assert "quick; medians of 1 round(s)" in render(_report())
 
 

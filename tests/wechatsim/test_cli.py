@@ -29,11 +29,13 @@ def test_values_from_the_environment() -> None:
             "PUSHGW_SIM_MINUTE_QUOTA": "100",
             "PUSHGW_SIM_DAILY_QUOTA": "5",
             "PUSHGW_SIM_DEDUP_WINDOW_S": "30",
+            "PUSHGW_SIM_KEEP_MESSAGES": "500",
         }
     )
     assert config.apps == {"wx_a": "sa", "wx_b": "s:b"}
     assert (config.token_ttl_s, config.token_overlap_s, config.seed) == (60, 30, -3)
     assert (config.minute_quota, config.daily_quota, config.dedup_window_s) == (100, 5, 30)
+    assert config.keep_messages == 500
 
 
 @pytest.mark.parametrize(
@@ -48,6 +50,7 @@ def test_values_from_the_environment() -> None:
         ({"PUSHGW_SIM_SEED": "1.5"}, "PUSHGW_SIM_SEED"),
         ({"PUSHGW_SIM_TOKEN_OVERLAP_S": "7200"}, "PUSHGW_SIM_TOKEN_OVERLAP_S"),
         ({"PUSHGW_SIM_DAILY_QUOTA": "-1"}, "PUSHGW_SIM_DAILY_QUOTA"),
+        ({"PUSHGW_SIM_KEEP_MESSAGES": "0"}, "PUSHGW_SIM_KEEP_MESSAGES"),
     ],
 )
 def test_bad_values_name_the_variable(environ: dict[str, str], variable: str) -> None:

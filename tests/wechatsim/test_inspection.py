@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.wechatsim.conftest import APPID, OPENID, Sim, send_payload
+from tests.wechatsim.conftest import APPID, OPENID, MakeSim, Sim, send_payload
 
 OTHER_OPENID = "oOtherUser_0002"
 
@@ -22,6 +22,15 @@ async def test_messages_filter_by_touser_in_arrival_order(sim: Sim) -> None:
     assert [m["msgid"] for m in mine] == [sent[0]["msgid"], sent[2]["msgid"]]
     assert [m["client_msg_id"] for m in await sim.messages()] == ["a", "b", "c"]
     assert await sim.messages("oNobodyHere_99") == []
+
+
+async def test_messages_keep_only_the_latest_while_stats_count_them_all(make_sim: MakeSim) -> None:
+    sim = await make_sim(keep_messages=3)
+    token = await sim.token()
+    for index in range(5):
+        assert (await sim.send(token, send_payload(client_msg_id=f"m{index}")))["errcode"] == 0
+    assert [m["client_msg_id"] for m in await sim.messages()] == ["m2", "m3", "m4"]
+    assert (await sim.stats())["delivered"] == 5
 
 
 async def test_stats_start_at_zero(sim: Sim) -> None:

@@ -6,15 +6,17 @@ import asyncio
 import os
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from redis.asyncio import Redis
 
 from gateway.core import keys
 from tests.conftest import Stack
-from tests.support import KEY_ID, SECRET, eventually, free_port
+from tests.support import KEY_ID, SECRET, eventually, free_port, until_ready
 
 StackFactory = Callable[..., Awaitable[Stack]]
 PUSHGW = str(Path(sys.executable).parent / "pushgw")
@@ -80,6 +82,34 @@ def start_gateway(command: list[str], redis_url: str, **extra: str) -> tuple[sub
         stderr=subprocess.DEVNULL,
     )
     return process, f"http://127.0.0.1:{port}"
+
+
+@asynccontextmanager
+async def ready_gateways(started: list[tuple[subprocess.Popen[bytes], str]]) -> AsyncIterator[list[str]]:
+    """The URLs of gateway subprocesses (from `start_gateway`) once each is ready; each stopped after
+    (SIGTERM, killed if it outlives 10 s)."""
+    try:
+        async with aiohttp.ClientSession() as session:
+            for process, url in started:
+                await until_ready(session, process, url)
+        yield [url for _, url in started]
+    finally:
+        for process, _ in started:
+            process.terminate()
+        for process, _ in started:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+async def kill_left(processes: list[asyncio.subprocess.Process]) -> None:
+    """Kill the processes a test left running."""
+    for process in processes:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
 
 
 async def pushgw(redis_url: str, *args: str) -> tuple[int, str]:
