@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 
 import orjson
 from aiohttp import web
+from redis.exceptions import RedisError
 
 from gateway.auth import Caller, Verifier
 from gateway.core import clock, keys, metrics
@@ -149,20 +151,53 @@ class Gateway:
         self.admission = Admission(self.settings.max_ingest_waiting)
         self.readiness.shards = self.settings.shards
 
-    async def authenticate(self, request: web.Request, body: bytes, *, remember: bool = True) -> Caller:
-        """Verify the signature; with `remember`, refuse a signature seen before (one Redis round trip).
+    def verify(self, request: web.Request, body: bytes) -> Caller:
+        """Check the request's signature: key, timestamp window and HMAC (no Redis). Raises Unauthorized.
 
-        The single-event route passes remember=False: its ingest script does the replay check itself.
-        A request without a body is not checked for replay: the signature covers only timestamp and body,
-        so every bodyless request of one second carries the same signature; such requests (reads, and the
-        idempotent DELETE) are bounded by the timestamp window instead."""
-        caller = self.verifier.verify(request.headers, body, clock.now_s())
-        if remember and body and caller.signature is not None:
-            key = keys.signature(keys.shard_of(caller.signature, self.settings.shards), caller.signature)
-            ttl_s = 2 * self.settings.signature_window_s
-            if not await self.redis.set(key, "1", nx=True, ex=ttl_s):
-                raise Unauthorized("this signature was used before")
-        return caller
+        This is all a read or the idempotent DELETE gets: without a body the signature covers only the
+        timestamp, so every bodyless request of one second carries the same signature; those requests are
+        bounded by the timestamp window instead of a replay check."""
+        return self.verifier.verify(request.headers, body, clock.now_s())
+
+    @asynccontextmanager
+    async def remembered(self, caller: Caller) -> AsyncIterator[None]:
+        """Record the caller's signature for the block, the write a signed body asks for.
+
+        Replay protection for a write: a signature seen before is refused (Unauthorized) before the
+        block runs. SET NX is the arbiter, so of two identical concurrent requests exactly one gets in.
+        Enter it only once the body was validated and the gateway accepts work: a refused request must
+        leave no trace, so that its identical re-send gets the same answer. If the block raises (Redis
+        failed: 503, or any other refusal), the signature is forgotten again and the identical retry is
+        accepted. A running-open caller has no signature and nothing is recorded. The single-event route
+        does not use this: its ingest script checks and records the signature in the same atomic step.
+        """
+        key = self._signature_key(caller)
+        if key is None:
+            yield
+            return
+        if not await self.redis.set(key, "1", nx=True, ex=2 * self.settings.signature_window_s):
+            raise Unauthorized("this signature was used before")
+        try:
+            yield
+        except BaseException:
+            await asyncio.shield(self.forget(caller))
+            raise
+
+    async def forget(self, caller: Caller) -> None:
+        """Drop the caller's recorded signature (a request it let in was refused after all). Best effort:
+        when Redis cannot be reached the record stays, and only ages out."""
+        key = self._signature_key(caller)
+        if key is None:
+            return
+        try:
+            await self.redis.delete(key)
+        except (RedisError, TimeoutError, OSError) as exc:
+            log.warning("could not forget a refused request's signature: %s", type(exc).__name__)
+
+    def _signature_key(self, caller: Caller) -> str | None:
+        if caller.signature is None:
+            return None
+        return keys.signature(keys.shard_of(caller.signature, self.settings.shards), caller.signature)
 
 
 GATEWAY = web.AppKey("gateway", Gateway)

@@ -1,10 +1,13 @@
 """Reading streams through a consumer group: new entries by XREADGROUP, stale ones by XAUTOCLAIM.
 
 Entries are handled as tasks the consumer owns, at most `concurrency` at once (a read over several streams may
-start up to streams - 1 more, whose slots it takes back before reading again); `drain` waits for them on
-shutdown and cancels what outlives the deadline (those entries stay pending and are reclaimed by another
-worker). Streams come in tiers: a tier with entries waiting is read before the tiers after it, so critical
-events overtake a backlog; each read takes only as many entries as there are free slots.
+start up to streams - 1 more, whose slots it takes back before reading again), never two for one entry: an
+entry of ours that XAUTOCLAIM returns while it is still in flight here (it waited longer than the visibility
+timeout) is left to the task handling it. Once `stopping` is set the loops read and claim nothing more, even
+after waiting for a slot; `drain` waits for the tasks and cancels what outlives the deadline (those entries
+stay pending and are reclaimed by another worker). Streams come in tiers: a tier with entries waiting is read
+before the tiers after it, so critical events overtake a backlog; each read takes only as many entries as
+there are free slots.
 
 On one Redis a read names every stream of a tier in one XREADGROUP. On a Redis Cluster one XREADGROUP may
 only name streams of one slot, i.e. of one shard, so a read is one XREADGROUP per shard, sent concurrently
@@ -17,6 +20,7 @@ on another shard of an idle system waits at most that long. A shard whose node f
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import time
@@ -88,7 +92,7 @@ class Consumer:
         self._streams = streams.all()
         self._handle = handle
         self._limits = limits
-        self._inflight: set[asyncio.Task[None]] = set()
+        self._inflight: dict[tuple[str, str], asyncio.Task[None]] = {}  # (stream, entry id) -> its task
         self._slots = asyncio.Semaphore(limits.concurrency)
         self.handled = 0
         # a blocking read must return before the client's socket timeout (the Redis deadline) fires
@@ -101,6 +105,9 @@ class Consumer:
         """Read new entries until `stopping` is set."""
         while not stopping.is_set():
             taken = await self._take_slots()
+            if stopping.is_set():  # set while waiting for a slot: read nothing more
+                self._release(taken)
+                return
             try:
                 batch = await self._read(taken)
             except (RedisError, OSError) as exc:
@@ -199,18 +206,23 @@ class Consumer:
         while not stopping.is_set():
             failed: BaseException | None = None
             for stream, shard in self._streams.items():  # a failed stream (its node down) spares the others
+                if stopping.is_set():
+                    return
                 try:
-                    await self._reclaim(stream, shard)
+                    await self._reclaim(stream, shard, stopping)
                 except (RedisError, OSError) as exc:
                     failed = exc
             if failed is not None:
                 await _pause_after(failed, "reclaim")
             await _wait(stopping, interval_s)
 
-    async def _reclaim(self, stream: str, shard: int) -> None:
+    async def _reclaim(self, stream: str, shard: int, stopping: asyncio.Event) -> None:
         cursor = "0-0"
         while True:
             taken = await self._take_slots()
+            if stopping.is_set():  # set while waiting for a slot: claim nothing more
+                self._release(taken)
+                return
             try:
                 cursor, entries, *_ = await self._redis.xautoclaim(
                     stream, self._group, self.name, self._limits.reclaim_idle_s * 1000, cursor, count=taken
@@ -218,8 +230,8 @@ class Consumer:
             except BaseException:
                 self._release(taken)  # else every failed claim would shrink the concurrency for good
                 raise
-            metrics.RECLAIMED.inc(len(entries))
             started = self._start([(stream, entries)])
+            metrics.RECLAIMED.inc(started)
             self._release(taken - started)
             if cursor == "0-0" or not entries:
                 return
@@ -227,8 +239,8 @@ class Consumer:
     async def drain(self, deadline_s: float) -> int:
         """Wait up to `deadline_s` for in-flight deliveries; cancel the rest. Returns how many were cut."""
         if self._inflight:
-            await asyncio.wait(set(self._inflight), timeout=deadline_s)
-        cut = list(self._inflight)
+            await asyncio.wait(set(self._inflight.values()), timeout=deadline_s)
+        cut = list(self._inflight.values())
         for task in cut:
             task.cancel()
         await asyncio.gather(*cut, return_exceptions=True)
@@ -248,16 +260,26 @@ class Consumer:
             self._slots.release()
 
     def _start(self, batch: _Batch) -> int:
+        """Start a task for each entry not already in flight here; returns how many were started (each holds
+        one slot, which it gives back when it ends)."""
         started = 0
         for stream, entries in batch:
             shard = self._streams[stream]
             for entry_id, fields in entries:
+                key = (stream, entry_id)
+                if key in self._inflight:  # reclaimed from ourselves while still being handled
+                    log.debug("%s entry still in flight here; not started again", self._group)
+                    continue
                 work = self._run(shard, entry_id, fields)
                 task = asyncio.create_task(work, name=f"{self._group}-{entry_id}")
-                self._inflight.add(task)
-                task.add_done_callback(self._inflight.discard)
+                self._inflight[key] = task
+                task.add_done_callback(functools.partial(self._forget, key))
                 started += 1
         return started
+
+    def _forget(self, key: tuple[str, str], task: asyncio.Task[None]) -> None:
+        if self._inflight.get(key) is task:
+            del self._inflight[key]
 
     async def _run(self, shard: int, entry_id: str, fields: dict[str, str]) -> None:
         inflight = self._inflight_gauge

@@ -80,6 +80,11 @@ class Entry:
         return int(self.fields["acc"])
 
     @property
+    def age_from_ms(self) -> int:
+        """Where its age (PUSHGW_MAX_AGE_S) is counted from: acceptance, or its last replay."""
+        return max(self.accepted_ms, int(self.fields.get("rep") or 0))
+
+    @property
     def message_id(self) -> str:
         """The id this entry is known by: the event id, or the digest id (also its client_msg_id)."""
         return self.fields["did"] if self.is_digest else self.fields["eid"]
@@ -185,8 +190,9 @@ class Deliverer:
                 return
             try:
                 message = self._render(entry, binding["openid"], sender.templates or self._templates)
-            except (RenderError, KeyError, ValueError) as exc:
-                await self._finish(entry, EventStatus.DEAD_LETTERED, entry.attempts, error=f"render: {exc}")
+            except Exception as exc:  # rendering is pure: what fails once fails on every reclaim, for ever
+                reason = f"render: {exc if isinstance(exc, RenderError) else type(exc).__name__}"
+                await self._finish(entry, EventStatus.DEAD_LETTERED, entry.attempts, error=reason)
                 return
             await self._send(entry, message, binding["openid"], sender)
 
@@ -239,7 +245,7 @@ class Deliverer:
         try:
             answer = await self._send_with_token(message, sender)
         except TokenError as exc:
-            answer = exc.answer
+            answer = exc.send_answer
         verdict = classify(answer)
         self._count(verdict, answer, sender)
         elapsed_ms = str(clock.now_ms() - started)
@@ -282,7 +288,8 @@ class Deliverer:
         elif outcome is Outcome.DEAD_LETTER:
             await self._finish(entry, EventStatus.DEAD_LETTERED, attempt, error=answer.label)
         else:
-            await self._retry(entry, attempt, answer.label, verdict.wait, sender)
+            spent = attempt if verdict.spends_attempt else entry.attempts
+            await self._retry(entry, spent, answer.label, verdict.wait, sender)
 
     async def _retry(self, entry: Entry, attempt: int, reason: str, wait: Wait, sender: Sender) -> None:
         s = self._settings
@@ -298,7 +305,7 @@ class Deliverer:
 
     async def _schedule(self, entry: Entry, attempts: int, delay_s: float, reason: str) -> None:
         due_ms = clock.now_ms() + int(delay_s * 1000)
-        if due_ms - entry.accepted_ms > self._settings.max_age_s * 1000:
+        if due_ms - entry.age_from_ms > self._settings.max_age_s * 1000:
             await self._finish(entry, EventStatus.DEAD_LETTERED, attempts, error=f"max_age: {reason}")
             return
         await self._finish(entry, EventStatus.RETRYING, attempts, error=reason, due_ms=due_ms)
@@ -308,8 +315,10 @@ class Deliverer:
         """The retry's delay; a daily quota or a suspension also pauses the account's circuit (`sender`,
         by default the default account's)."""
         s, now, sender = self._settings, datetime.now(SHANGHAI), sender or self._sender
-        if wait is Wait.NEXT_MINUTE:
-            return 60 - now.second + self._uniform(0.0, 5.0)
+        if wait is Wait.NEXT_MINUTE:  # the appid pauses too: every send before then would get 45011
+            delay_s = 60 - now.second - now.microsecond / 1e6
+            sender.breaker.pause(sender.appid, delay_s, "minute quota reached")
+            return delay_s + self._uniform(0.0, 5.0)
         if wait is Wait.QUOTA_RESET:
             midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
             delay_s = (midnight - now).total_seconds() + self._uniform(0.0, 60.0)

@@ -160,6 +160,11 @@ class Notice:
         return int(self.fields.get("at") or 0)
 
     @property
+    def age_from_ms(self) -> int:
+        """Where its age is counted from: when it was queued, or its last replay."""
+        return max(self.at_ms, int(self.fields.get("rep") or 0))
+
+    @property
     def record(self) -> str:
         return keys.event(self.shard, self.source, self.event_id)
 
@@ -288,7 +293,7 @@ class Notifier:
         if answer.retry_after_s is not None:
             delay_s = max(delay_s, answer.retry_after_s)
         due_ms = clock.now_ms() + int(delay_s * 1000)
-        if due_ms - notice.at_ms > s.notice_max_age_s * 1000:
+        if due_ms - notice.age_from_ms > s.notice_max_age_s * 1000:
             await self._finish(notice, "dead_lettered", attempt, f"max_age: {answer.label}")
             return
         await self._finish(notice, "retry", attempt, answer.label, due_ms)

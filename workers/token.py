@@ -129,4 +129,4 @@ class TokenCache:
             stored = await self._stored()
             if stored is not None:
                 return self._remember(*stored)
-        raise TokenError(Answer(transport="token_lock_timeout"))
+        raise TokenError(Answer(transport="lock_timeout"))

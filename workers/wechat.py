@@ -65,6 +65,7 @@ class Verdict:
     wait: Wait = Wait.BACKOFF
     binding_state: str | None = None  # new state of the customer's binding, for PERMANENT answers
     breaker_failure: bool = False  # counts towards opening the circuit
+    spends_attempt: bool = True  # False for a quota refusal: nothing was sent, and the pause bounds retries
 
 
 _TABLE: dict[int, Verdict] = {
@@ -82,8 +83,8 @@ _TABLE: dict[int, Verdict] = {
     47003: Verdict(Outcome.DEAD_LETTER),
     47001: Verdict(Outcome.DEAD_LETTER),
     44002: Verdict(Outcome.DEAD_LETTER),
-    45009: Verdict(Outcome.RETRY, wait=Wait.QUOTA_RESET),
-    45011: Verdict(Outcome.RETRY, wait=Wait.NEXT_MINUTE),
+    45009: Verdict(Outcome.RETRY, wait=Wait.QUOTA_RESET, spends_attempt=False),
+    45011: Verdict(Outcome.RETRY, wait=Wait.NEXT_MINUTE, spends_attempt=False),
     48001: Verdict(Outcome.RETRY, wait=Wait.SUSPEND),
     48004: Verdict(Outcome.RETRY, wait=Wait.SUSPEND),
     50002: Verdict(Outcome.RETRY, wait=Wait.SUSPEND),
@@ -104,11 +105,18 @@ def classify(answer: Answer) -> Verdict:
 
 
 class TokenError(Exception):
-    """No access token could be had (WeChat refused or was unreachable); the delivery is retried."""
+    """No access token could be had (WeChat refused or was unreachable); the delivery is retried.
+
+    `answer` is what the token endpoint said. Its errcodes are not the send API's (a 45009 there is the
+    force-refresh quota, not the send quota), so a delivery reads it as `send_answer`: a transport failure."""
 
     def __init__(self, answer: Answer) -> None:
         super().__init__(f"access token unavailable: {answer.label}")
         self.answer = answer
+
+    @property
+    def send_answer(self) -> Answer:
+        return Answer(transport=f"token_{self.answer.label}")
 
 
 @dataclass(frozen=True)
@@ -141,8 +149,8 @@ class WeChatClient:
         }
         answer, data = await self._call("stable_token", self._base_url + "/cgi-bin/stable_token", body)
         token = data.get("access_token")
-        if not isinstance(token, str) or not isinstance(data.get("expires_in"), int):
-            raise TokenError(answer)
+        if not isinstance(token, str) or not token or not isinstance(data.get("expires_in"), int):
+            raise TokenError(answer if answer.errcode else Answer(transport="bad_response"))
         return IssuedToken(token, data["expires_in"])
 
     async def send_template(self, token: str, message: dict[str, Any]) -> Answer:
@@ -153,6 +161,8 @@ class WeChatClient:
                 self._send_urls.clear()
             url = self._send_urls[token] = self._send_base.with_query(access_token=token)
         answer, _ = await self._call("template_send", url, message)
+        if answer.http_status == 200 and answer.errcode is None:  # WeChat always says errcode, 0 included
+            return Answer(transport="bad_response")
         return answer
 
     async def _call(self, api: str, url: str | URL, body: dict[str, Any]) -> tuple[Answer, dict[str, Any]]:
@@ -181,7 +191,7 @@ def _parse(raw: bytes) -> tuple[Answer, dict[str, Any]]:
         return Answer(transport="bad_response"), {}
     if not isinstance(data, dict):
         return Answer(transport="bad_response"), {}
-    errcode = data.get("errcode", 0)
+    errcode = data.get("errcode")  # absent on a token's success; never taken to mean 0
     msgid = data.get("msgid")
     return Answer(
         errcode=errcode if isinstance(errcode, int) else None,

@@ -6,7 +6,7 @@ import hashlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
@@ -34,6 +34,7 @@ _ACCOUNT = re.compile(r"\d{8,32}", re.ASCII)
 _AMOUNT = re.compile(r"(0|[1-9]\d{0,14})(\.\d{1,2})?", re.ASCII)
 _BALANCE = re.compile(r"-?(0|[1-9]\d{0,14})(\.\d{1,2})?", re.ASCII)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_FIRST_YEAR, _LAST_YEAR = 1970, 9998
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +132,12 @@ def _occurred_at(value: Any, name: str) -> str:
         raise Unprocessable(f"{name} must be an ISO-8601 date-time", field=name) from None
     if moment.tzinfo is None:
         raise Unprocessable(f"{name} must carry a time zone offset", field=name)
+    try:  # the message shows it in the customer's zone: a moment at the ends of the calendar overflows there
+        year = moment.astimezone(UTC).year
+    except OverflowError:
+        year = 0
+    if not _FIRST_YEAR <= year <= _LAST_YEAR:
+        raise Unprocessable(f"{name} must be between {_FIRST_YEAR} and {_LAST_YEAR}", field=name)
     return value
 
 

@@ -68,7 +68,7 @@ def zone(name: Any, field: str = "quiet_hours.tz") -> ZoneInfo:
         raise Unprocessable(f"{field} must be an IANA time zone such as {DEFAULT_TZ}", field=field)
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a directory of zones, e.g. "America"
         raise Unprocessable(f"{field} is not a known time zone", field=field) from None
 
 

@@ -56,11 +56,11 @@ def _view(customer_id: str, record: dict[str, str]) -> dict[str, str]:
 async def put_binding(request: web.Request) -> web.Response:
     gw = gateway_of(request)
     body = await read_body(request, gw.settings.max_body_bytes)
-    await gw.authenticate(request, body)
+    caller = gw.verify(request, body)
     customer_id = path_id(request, "customer_id")
     binding = _parse_binding(decode_json(body), gw.settings.wechat_appids())
     record: dict[str, str] = {**binding, "status": BINDING_ACTIVE, "updated_ms": str(clock.now_ms())}
-    async with gw.redis.pipeline(transaction=True) as pipe:
+    async with gw.remembered(caller), gw.redis.pipeline(transaction=True) as pipe:
         pipe.delete(keys.binding(customer_id))
         pipe.hset(keys.binding(customer_id), mapping=cast(Any, record))
         await pipe.execute()
@@ -69,7 +69,7 @@ async def put_binding(request: web.Request) -> web.Response:
 
 async def get_binding(request: web.Request) -> web.Response:
     gw = gateway_of(request)
-    await gw.authenticate(request, b"")
+    gw.verify(request, b"")
     customer_id = path_id(request, "customer_id")
     record = text_map(await gw.redis.hgetall(keys.binding(customer_id)))
     if not record:
@@ -79,7 +79,7 @@ async def get_binding(request: web.Request) -> web.Response:
 
 async def delete_binding(request: web.Request) -> web.Response:
     gw = gateway_of(request)
-    await gw.authenticate(request, b"")
+    gw.verify(request, b"")
     customer_id = path_id(request, "customer_id")
     if not await gw.redis.delete(keys.binding(customer_id)):
         raise NotFound("no binding for this customer", field="customer_id")

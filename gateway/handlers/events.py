@@ -74,7 +74,7 @@ def _count(result: str, events: int = 1) -> None:
 async def post_event(request: web.Request) -> web.Response:
     gw = gateway_of(request)
     body = await read_body(request, gw.settings.max_body_bytes)
-    caller = await gw.authenticate(request, body, remember=False)
+    caller = gw.verify(request, body)  # the ingest script checks and records the signature
     try:
         event = parse_event(decode_json(body))
     except ApiError:
@@ -116,9 +116,12 @@ def _item_error(item: Any, error: ApiError) -> dict[str, Any]:
 
 
 async def post_batch(request: web.Request) -> web.Response:
+    """The signature is recorded only once the batch was validated and the gateway accepts work, and it
+    is forgotten again when Redis fails or no event of the batch was accepted: a refused batch may be
+    re-sent as it was. A batch with no valid event changes nothing and records nothing."""
     gw = gateway_of(request)
     body = await read_body(request, gw.settings.max_batch_body_bytes)
-    caller = await gw.authenticate(request, body)
+    caller = gw.verify(request, body)
     items = _batch_items(decode_json(body), gw.settings.max_batch_events)
     results: list[dict[str, Any] | None] = [None] * len(items)
     valid: list[tuple[int, Event]] = []
@@ -134,9 +137,12 @@ async def post_batch(request: web.Request) -> web.Response:
     if valid:
         gw.readiness.require_accepting()
         rules = gw.settings.critical_rules
-        answers = await gw.ingestor.submit_many(
-            [_ingest_args(caller, event, rules, None) for _, event in valid]
-        )
+        async with gw.remembered(caller):
+            answers = await gw.ingestor.submit_many(
+                [_ingest_args(caller, event, rules, None) for _, event in valid]
+            )
+            if not any(status in _ACCEPTED for status, _ in answers):
+                await gw.forget(caller)  # every event refused (conflict, rate limit): nothing changed
         for (index, event), (status, detail) in zip(valid, answers, strict=True):
             tally[status] += 1
             try:
@@ -184,7 +190,7 @@ def lifecycle(event_id: str, record: dict[str, str]) -> dict[str, Any]:
 
 async def get_event(request: web.Request) -> web.Response:
     gw = gateway_of(request)
-    caller = await gw.authenticate(request, b"")
+    caller = gw.verify(request, b"")
     event_id = path_id(request, "event_id")
     async with gw.redis.pipeline(transaction=False) as pipe:
         for shard in range(gw.settings.shards):

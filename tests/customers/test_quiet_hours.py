@@ -101,6 +101,11 @@ def test_offsets_are_precomputed_with_each_transition() -> None:
         ({"quiet_hours": {"start": "07:00", "end": "07:00"}}, "quiet_hours.end"),
         ({"quiet_hours": {"start": "22:00", "end": "07:00", "tz": "Mars/Olympus"}}, "quiet_hours.tz"),
         ({"quiet_hours": {"start": "22:00", "end": "07:00", "tz": "../../etc/passwd"}}, "quiet_hours.tz"),
+        (
+            {"quiet_hours": {"start": "22:00", "end": "07:00", "tz": "America"}},
+            "quiet_hours.tz",
+        ),  # a directory
+        ({"quiet_hours": {"start": "22:00", "end": "07:00", "tz": "Etc"}}, "quiet_hours.tz"),
         ({"quiet_hours": {"start": "22:00", "end": "07:00", "dnd": True}}, "quiet_hours.dnd"),
         ([], ""),
     ],

@@ -84,6 +84,9 @@ INVALID: list[tuple[str, Any]] = [
     ("occurred_at", "2026-13-40T10:00:00+08:00"),
     ("occurred_at", 1763776800),
     ("occurred_at", "2026-11-22T10:00:00+08:00" + " " * 30),
+    ("occurred_at", "9999-12-31T23:59:59-23:59"),  # overflows when shown in the customer's zone
+    ("occurred_at", "0001-01-01T00:00:00+14:00"),
+    ("occurred_at", "1969-12-31T23:59:59+00:00"),
     ("balance", 5678.9),
     ("balance", "5,678.90"),
     ("balance", "1.001"),

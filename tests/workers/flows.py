@@ -19,6 +19,7 @@ from tests.conftest import Stack
 from tests.support import KEY_ID, SECRET, eventually, free_port, until_ready
 
 StackFactory = Callable[..., Awaitable[Stack]]
+Entries = list[tuple[str, dict[str, str]]]  # what XRANGE gives on a decoding client
 PUSHGW = str(Path(sys.executable).parent / "pushgw")
 
 

@@ -163,8 +163,8 @@ async def test_one_accounts_outage_does_not_stop_the_others_deliveries(stack_for
 async def test_one_account_over_quota_waits_while_the_other_keeps_delivering(
     stack_for: StackFactory, quota: str, errcode: str, paused: bool
 ) -> None:
-    """45009 pauses only the card centre's circuit until Shanghai midnight; 45011 holds only the refused
-    sends for the next minute. Either way the retail bank's messages go out, and nothing fails."""
+    """45009 pauses only the card centre's circuit until Shanghai midnight, 45011 until the next minute.
+    Either way the retail bank's messages go out, and nothing fails."""
     stack = await _two_accounts(stack_for, max_age_s=2 * 86400)
     [retail] = await _customers(stack, 1, None)
     [card] = await _customers(stack, 1, CARD_APPID)
@@ -178,7 +178,8 @@ async def test_one_account_over_quota_waits_while_the_other_keeps_delivering(
         return any((v["status"], v["last_error"]) == ("retrying", errcode) for v in views)
 
     await eventually(card_held_back, timeout_s=15)
-    assert _metric("pushgw_circuit_open", {"appid": CARD_APPID}) == (1 if paused else 0)
+    if paused:  # a minute's pause may already be over, closed by the card centre's next success
+        assert _metric("pushgw_circuit_open", {"appid": CARD_APPID}) == 1
 
     flowing = await _post(stack, [retail], ("debit", "credit", "refund", "card_purchase"))
     await _until(stack, flowing, {"delivered"})

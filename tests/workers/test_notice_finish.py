@@ -14,11 +14,10 @@ from gateway.core import keys
 from gateway.core.redis import ensure_groups
 from gateway.core.scripts import Scripts
 from gateway.core.settings import Settings
-from tests.workers.flows import scored
+from tests.workers.flows import Entries, scored
 
 SHARD = 0
 RECORD = keys.event(SHARD, "cbs", "E-notice")
-Entries = list[tuple[str, dict[str, str]]]
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from gateway.core.scripts import Scripts
 from gateway.core.settings import Settings
 from tests.support import KEY_ID, SECRET
 from tests.webhook_receiver import WebhookReceiver, verify, whsec
-from tests.workers.flows import scored
+from tests.workers.flows import Entries, scored
 from workers.notices import (
     Answer,
     Notice,
@@ -40,7 +40,6 @@ VECTOR_BODY = b'{"test": 2432232314}'
 VECTOR_SIGNATURE = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
 OLD_SECRET = "previous-ingress-secret"  # noqa: S105 - a fixture key
 SHARD = 0
-Entries = list[tuple[str, dict[str, str]]]
 
 
 def test_sign_reproduces_the_specs_test_vector() -> None:
@@ -261,6 +260,19 @@ async def test_an_old_notice_is_dead_lettered_instead_of_retried(
     await notifier_for(notice_max_age_s=3600).handle(SHARD, entry_id, fields)
 
     assert await _dead_reasons(redis) == ["max_age: http_500"]
+
+
+async def test_an_old_notice_replayed_is_retried_its_age_counted_from_the_replay(
+    redis: Redis, receiver: WebhookReceiver, notifier_for: Callable[..., Notifier]
+) -> None:
+    receiver.answer_status = 500
+    now_ms = int(time.time() * 1000)
+    entry_id, fields = await _read_notice(redis, at=str(now_ms - 7200_000), rep=str(now_ms))
+
+    await notifier_for(notice_max_age_s=3600).handle(SHARD, entry_id, fields)
+
+    assert await _dead_reasons(redis) == []
+    assert await redis.zcard(keys.notice_retries(SHARD)) == 1
 
 
 async def test_a_rotated_secret_signs_twice_and_each_receiver_accepts(

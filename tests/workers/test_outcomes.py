@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
 import orjson
 import pytest
 
 from gateway.core import keys
 from tests.support import APPID, eventually, make_event
-from tests.workers.flows import StackFactory, lifecycle, pending, pushgw, scored, until_status
+from tests.workers.flows import Entries, StackFactory, lifecycle, pending, pushgw, scored, until_status
 
 CUSTOMER = "C100234"
 OPENID = "oUser_outcome"
@@ -150,6 +152,28 @@ async def test_invalid_payload_is_dead_lettered_without_retry(stack_for: StackFa
     assert event["account"] not in out
 
 
+async def test_an_entry_that_cannot_be_rendered_is_dead_lettered_not_reclaimed_for_ever(
+    stack_for: StackFactory,
+) -> None:
+    """The gateway refuses a time at the calendar's end now, but an entry it once let through (or any other
+    payload render raises on) must still reach a final state instead of failing on every reclaim."""
+    stack = await stack_for(workers=0)
+    await stack.client.bind(CUSTOMER, OPENID)
+    event = make_event(customer_id=CUSTOMER)
+    await stack.client.post_event(event)
+    [(entry_id, fields)] = cast(Entries, await stack.redis.xrange(keys.stream(0)))
+    body = orjson.loads(fields["ev"]) | {"occurred_at": "9999-12-31T23:59:59-23:59"}
+    poison: dict[Any, Any] = {**fields, "ev": orjson.dumps(body)}
+    await stack.redis.xadd(keys.stream(0), poison)
+    await stack.redis.xdel(keys.stream(0), entry_id)
+    stack.start_worker()
+
+    view = await until_status(stack, event["event_id"], "dead_lettered")
+    assert view["last_error"] == "render: OverflowError"
+    assert await pending(stack.redis) == 0
+    assert await stack.delivered_to(OPENID) == []
+
+
 async def test_no_binding_is_recorded_and_acknowledged(stack_for: StackFactory) -> None:
     stack = await stack_for()
     event = make_event(customer_id="C-unbound")
@@ -188,6 +212,31 @@ async def test_max_attempts_dead_letters_and_replay_delivers_once(stack_for: Sta
     assert await pending(stack.redis) == 0
 
 
+async def test_a_replayed_letter_that_aged_out_is_tried_again_not_dead_lettered_at_once(
+    stack_for: StackFactory,
+) -> None:
+    """The runbook's "after midnight, replay what aged out": the replayed entry's age counts from the replay,
+    so one more busy answer schedules a retry instead of dead-lettering it again."""
+    stack = await stack_for(max_age_s=1, retry_base_s=0.05, retry_cap_s=0.1)
+    await stack.client.bind(CUSTOMER, OPENID)
+    await stack.sim("PUT", "/sim/faults", {"script": [{"errcode": 45009}]})
+    event = make_event(customer_id=CUSTOMER)
+    await stack.client.post_event(event)
+    view = await until_status(stack, event["event_id"], "dead_lettered")
+    assert view["last_error"] == "max_age: 45009"  # midnight is further away than its age allows
+
+    await asyncio.sleep(1.2)  # it is now older than max_age_s since it was accepted
+    await stack.stop_workers()  # midnight: the pause ends (a fresh worker), WeChat's quota is new
+    await stack.sim("PUT", "/sim/faults", {"script": [{"errcode": -1}]})
+    stack.start_worker(name="after-midnight")
+    status, out = await pushgw(stack.settings.redis_url, "dlq", "replay", "--event-id", event["event_id"])
+    assert (status, orjson.loads(out)) == (0, {"replayed": 1})
+
+    view = await until_status(stack, event["event_id"], "delivered")
+    assert view["attempts"] == 2  # the busy answer, then the delivery
+    assert [m["client_msg_id"] for m in await stack.delivered_to(OPENID)] == [event["event_id"]]
+
+
 async def test_minute_quota_schedules_the_retry_after_the_next_minute(stack_for: StackFactory) -> None:
     stack = await stack_for()
     await stack.client.bind(CUSTOMER, OPENID)
@@ -197,7 +246,7 @@ async def test_minute_quota_schedules_the_retry_after_the_next_minute(stack_for:
     await stack.client.post_event(event)
 
     view = await until_status(stack, event["event_id"], "retrying")
-    assert (view["attempts"], view["last_error"]) == (1, "45011")
+    assert (view["attempts"], view["last_error"]) == (0, "45011")  # WeChat sent nothing: no attempt spent
 
     async def scheduled() -> bool:
         return bool(await stack.redis.zcard(keys.retries(0)))

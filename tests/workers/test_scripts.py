@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -14,13 +15,12 @@ from gateway.core.event import payload_hash
 from gateway.core.redis import ensure_groups
 from gateway.core.scripts import IngestArgs, Scripts
 from gateway.core.settings import RateLimit, Settings
-from tests.workers.flows import scored
+from tests.workers.flows import Entries, scored
 
 SRC = "cbs"
 CID = "C-scripts"
 SHARD = 0
 CONSUMER = "test-consumer"
-Entries = list[tuple[str, dict[str, str]]]
 
 
 def _args(event_id: str, *, body: str = "a", signature: str | None = None, customer: str = CID) -> IngestArgs:
@@ -438,6 +438,8 @@ async def test_replay_dead_puts_the_entry_back_with_attempts_reset(
     assert new_id is not None
     [_, (replayed_id, replayed)] = await _stream(redis)
     assert replayed_id == new_id
+    replayed_ms = int(replayed.pop("rep"))  # its age counts from the replay (Redis TIME)
+    assert abs(replayed_ms - int(time.time() * 1000)) < 60_000
     assert replayed == {**fields, "att": "0"}
     record = await redis.hgetall(_record("E1"))
     assert (record["status"], record["attempts"]) == ("queued", "0")

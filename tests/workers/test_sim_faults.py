@@ -98,7 +98,8 @@ CLIENT_MODES: list[tuple[str, Setup, str, Verdict]] = [
     ("errcode_busy", _faults({"errcode_rates": {"-1": 1.0}}), "-1", RETRY_FAILURE),
     ("outage", _faults({"outage": True}), "http_503", RETRY_FAILURE),
     ("outage_for_s", _faults({"outage_for_s": 60}), "http_503", RETRY_FAILURE),
-    ("daily_quota", _faults({"daily_quota": 0}), "45009", Verdict(Outcome.RETRY, wait=Wait.QUOTA_RESET)),
+    ("daily_quota", _faults({"daily_quota": 0}), "45009",
+     Verdict(Outcome.RETRY, wait=Wait.QUOTA_RESET, spends_attempt=False)),
     ("openid_of_another_app", _post("/sim/openids", {"openid": OPENID, "appid": OTHER_APPID}), "40003",
      Verdict(Outcome.PERMANENT, binding_state="invalid")),
     ("blacklisted", _post("/sim/block", {"openid": OPENID}), "43019",
@@ -131,7 +132,7 @@ async def test_the_per_app_rate_limits_answer_45011_to_the_client(
     # three quick sends span at most two whole seconds (minutes): at most two get through
     assert labels["45011"] >= 1 and labels["0"] >= 1 and labels["0"] + labels["45011"] == 3
     limited = next(answer for answer in answers if answer.label == "45011")
-    assert classify(limited) == Verdict(Outcome.RETRY, wait=Wait.NEXT_MINUTE)
+    assert classify(limited) == Verdict(Outcome.RETRY, wait=Wait.NEXT_MINUTE, spends_attempt=False)
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,8 @@
 -- Critical events bypass preferences, quiet hours, digests and the rate limit, onto the critical stream.
 -- Returns {"queued", stream id} | {"digested", ""} | {"suppressed", reason} | {"duplicate", first status}
 --       | {"conflict", ""} | {"rate_limited", retry after ms} | {"replay", ""}
+-- The signature stays recorded only with an acceptance or "duplicate": a refusal (conflict, rate_limited)
+-- frees it, so the identical re-send gets the same answer, not "replay".
 local record, rate_log, stream, held, digest_due, sig, prefs, critical_stream, timeline =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
 local source, event_id, customer_id, body, hash = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
@@ -21,10 +23,15 @@ if sig_ttl_s > 0 and not redis.call('SET', sig, '1', 'NX', 'EX', sig_ttl_s) then
   return {'replay', ''}
 end
 
+local function refuse(status, detail)
+  if sig_ttl_s > 0 then redis.call('DEL', sig) end
+  return {status, detail}
+end
+
 local seen = redis.call('HMGET', record, 'hash', 'status')
 if seen[1] then
   if seen[1] == hash then return {'duplicate', seen[2]} end
-  return {'conflict', ''}
+  return refuse('conflict', '')
 end
 
 local t = redis.call('TIME')
@@ -74,10 +81,7 @@ else
   else
     local oldest = tonumber(redis.call('ZRANGE', rate_log, 0, 0, 'WITHSCORES')[2])
     local reopens_ms = oldest + window_ms
-    if policy == 'reject' then
-      if sig_ttl_s > 0 then redis.call('DEL', sig) end
-      return {'rate_limited', tostring(reopens_ms - now_ms)}
-    end
+    if policy == 'reject' then return refuse('rate_limited', tostring(reopens_ms - now_ms)) end
     hold(reopens_ms)
     status, held_for = 'digested', 'rate_limit'
   end

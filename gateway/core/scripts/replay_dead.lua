@@ -1,4 +1,5 @@
--- replay_dead: move one dead letter back onto the delivery stream with its attempts reset.
+-- replay_dead: move one dead letter back onto the delivery stream with its attempts reset and its age
+-- counted again from now (`rep`): a letter that aged out is replayed to be tried, not dead-lettered at once.
 -- KEYS[1] dead-letter stream   KEYS[2] delivery stream   KEYS[3..] the entry's event records
 -- ARGV[1] dead-letter entry id
 -- Returns the new stream entry id, or false if no such dead letter.
@@ -11,6 +12,8 @@ for i = 1, #fields, 2 do
   if fields[i] == 'entry' then entry = cjson.decode(fields[i + 1]) end
 end
 entry.att = '0'
+local now = redis.call('TIME')
+entry.rep = tostring(now[1] * 1000 + math.floor(now[2] / 1000))
 local args = {}
 for name, value in pairs(entry) do
   args[#args + 1] = name
