@@ -67,6 +67,8 @@ def _gateway_context(settings: Settings):  # type: ignore[no-untyped-def]
             settings.redis_timeout_s,
             coalesce=settings.ingest_coalesce,
             wait_replicas=settings.redis_wait_replicas,
+            shards=settings.shards,
+            claim_ttl_s=settings.event_ttl_s,
         )
         verifier = Verifier(
             settings.api_keys, settings.signature_window_s, open_ingress=settings.open_ingress

@@ -1,6 +1,13 @@
 """Ingesting events into Redis: concurrent single-event requests share round trips; a batch is one.
 
 Each request still gets its own answer, and only after Redis confirmed its write (202 means durable).
+
+With several shards an event's record lives in its customer's shard, so the same event id sent for two
+customers would find no record of the other. Before the ingest script, each event then claims its id in a
+shard of the id's own (`keys.event_claim`, SET NX GET with the payload hash): another hash there is a
+`conflict`, whatever the customer. The claim stays for the dedup horizon, even when the event is then refused
+(a 429): a re-send of the same event is unaffected, and releasing it could let a copy in beside an accepted
+one. A crash between claim and script leaves the claim; the retry finds its own hash and goes on.
 """
 
 from __future__ import annotations
@@ -8,11 +15,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from redis.exceptions import RedisError
 
-from gateway.core import metrics
+from gateway.core import keys, metrics
 from gateway.core.coalesce import Coalescer
 from gateway.core.errors import ServiceUnavailable
 from gateway.core.redis import AnyPipeline, RedisClient
@@ -22,21 +30,33 @@ log = logging.getLogger(__name__)
 
 Result = tuple[str, str]
 _RETRY_AFTER_S = 1.0
+_CONFLICT: Result = ("conflict", "")
 _T = TypeVar("_T")
 
 
-def _result(raw: list[Any]) -> Result:
+@dataclass(frozen=True, slots=True)
+class _Claim:
+    key: str
+    payload_hash: str
+
+
+def _answer(raw: list[Any]) -> Any:
     [answer] = raw
     if isinstance(answer, Exception):
         raise answer
-    status, detail = answer
+    return answer
+
+
+def _result(raw: list[Any]) -> Result:
+    status, detail = _answer(raw)
     return str(status), str(detail)
 
 
 class Ingestor:
     """Runs the ingest script for events within the Redis deadline; `coalesce=False` gives each request
     its own round trip (the benchmark's baseline); `wait_replicas` > 0 answers only once that many replicas
-    hold the writes (Redis WAIT within half the deadline; fewer -> ServiceUnavailable)."""
+    hold the writes (Redis WAIT within half the deadline; fewer -> ServiceUnavailable); `claim_ttl_s` > 0
+    with `shards` > 1 claims each event id before ingesting it (the module's docstring)."""
 
     def __init__(
         self,
@@ -46,10 +66,14 @@ class Ingestor:
         *,
         coalesce: bool = True,
         wait_replicas: int = 0,
+        shards: int = 1,
+        claim_ttl_s: int = 0,
     ) -> None:
         self._scripts = scripts
         self._timeout_s = timeout_s
-        self._coalescer = Coalescer(
+        self._shards = shards
+        self._claim_ttl_s = claim_ttl_s if shards > 1 else 0
+        self._coalescer: Coalescer[IngestArgs | _Claim] = Coalescer(
             redis,
             self._queue,
             scripts.load,
@@ -61,17 +85,42 @@ class Ingestor:
             wait_timeout_ms=max(1, int(timeout_s * 500)),
         )
 
-    async def _queue(self, pipe: AnyPipeline, args: IngestArgs) -> int:
-        await self._scripts.ingest(pipe, args)
+    async def _queue(self, pipe: AnyPipeline, item: IngestArgs | _Claim) -> int:
+        if isinstance(item, _Claim):
+            pipe.set(item.key, item.payload_hash, nx=True, get=True, ex=self._claim_ttl_s)
+        else:
+            await self._scripts.ingest(pipe, item)
         return 1
 
     async def submit(self, args: IngestArgs) -> Result:
         """Ingest one event. Raises ServiceUnavailable when Redis fails or misses the deadline."""
-        return _result(await self._within_deadline(self._coalescer.submit(args)))
+        [result] = await self._within_deadline(self._ingest([args], together=False))
+        return result
 
     async def submit_many(self, batch: list[IngestArgs]) -> list[Result]:
-        """Ingest a batch in one pipeline; results in order. Raises ServiceUnavailable."""
-        return [_result(raw) for raw in await self._within_deadline(self._coalescer.submit_many(batch))]
+        """Ingest a batch in one pipeline (two with claims); results in order. Raises ServiceUnavailable."""
+        return await self._within_deadline(self._ingest(batch, together=True))
+
+    async def _ingest(self, batch: list[IngestArgs], *, together: bool) -> list[Result]:
+        conflicts = await self._conflicts(batch, together) if self._claim_ttl_s else set()
+        todo = [args for index, args in enumerate(batch) if index not in conflicts]
+        answers = iter([_result(raw) for raw in await self._send(todo, together)])
+        return [_CONFLICT if index in conflicts else next(answers) for index in range(len(batch))]
+
+    async def _conflicts(self, batch: list[IngestArgs], together: bool) -> set[int]:
+        """The positions of events whose id was claimed with another payload hash."""
+        claims = [_Claim(keys.event_claim(a.source, a.event_id, self._shards), a.payload_hash) for a in batch]
+        seen = [_answer(raw) for raw in await self._send(claims, together)]
+        return {
+            index
+            for index, hash_ in enumerate(seen)
+            if hash_ is not None and hash_ != claims[index].payload_hash
+        }
+
+    async def _send(self, items: list[IngestArgs] | list[_Claim], together: bool) -> list[list[Any]]:
+        if together:
+            return await self._coalescer.submit_many(list(items)) if items else []
+        return [await self._coalescer.submit(item) for item in items]  # a single event: at most one
 
     async def close(self) -> None:
         await self._coalescer.close()

@@ -88,6 +88,12 @@ def notice_dead_letters(shard: int) -> str:
     return f"{_tag(shard)}:notice-dead"
 
 
+def event_claim(source: str, event_id: str, shards: int) -> str:
+    """String: the payload hash an event id was first seen with, in a shard of its own (by source and event
+    id), so that one id sent for customers of two shards is still one event. Used only with several shards."""
+    return f"{_tag(shard_of(f'{source}:{event_id}', shards))}:claim:{source}:{event_id}"
+
+
 def signature(shard: int, signature_hex: str) -> str:
     """A request signature seen within the signature window (replay protection)."""
     return f"{_tag(shard)}:sig:{signature_hex}"

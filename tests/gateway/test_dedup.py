@@ -11,6 +11,7 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
+from gateway.core import keys
 from tests.conftest import Stack
 from tests.gateway.helpers import Answer, assert_error, send, stream_length
 from tests.support import KEY_ID, SECRET, make_event, signed_headers
@@ -106,3 +107,59 @@ async def test_fifty_concurrent_posts_of_one_event_queue_it_once(
     statuses = sorted((a.status, a.body["status"]) for a in answers)
     assert statuses == [(200, "duplicate")] * 49 + [(202, "queued")]
     assert await stream_length(redis) == 1
+
+
+SHARDS = 4
+
+
+def _customers_of_two_shards() -> tuple[str, str]:
+    first = "C-shard-a"
+    second = next(
+        f"C-shard-{n}"
+        for n in range(100)
+        if keys.shard_of(f"C-shard-{n}", SHARDS) != keys.shard_of(first, SHARDS)
+    )
+    return first, second
+
+
+async def _queued_anywhere(redis: Redis) -> int:
+    return sum([int(await redis.xlen(keys.stream(shard))) for shard in range(SHARDS)])
+
+
+@pytest.mark.parametrize("route", ["single", "batch"])
+async def test_one_event_id_sent_for_customers_of_two_shards_is_a_conflict(
+    stack_for: Callable[..., Any], redis: Redis, route: str
+) -> None:
+    """The record lives in its customer's shard; the id's claim makes the other shard see it too."""
+    stack: Stack = await stack_for(workers=0, shards=SHARDS)
+    first, second = _customers_of_two_shards()
+    event = make_event(customer_id=first)
+    moved = {**event, "customer_id": second}
+    assert (await stack.client.post_event(event))[0] == 202
+    if route == "single":
+        assert_error(await post_raw(stack, orjson.dumps(moved)), 422, "event_id_conflict", "event_id")
+    else:
+        status, body = await stack.client.call("POST", "/v1/events/batch", {"events": [moved]})
+        [result] = body["results"]
+        assert (status, result["status"], result["error"]["code"]) == (200, "rejected", "event_id_conflict")
+    assert await _queued_anywhere(redis) == 1
+    again = await post_raw(stack, orjson.dumps(event), at_s=int(time.time()) - 1)  # a new signature
+    assert (again.status, again.body["status"]) == (200, "duplicate")
+    lookup = await stack.client.call("GET", f"/v1/events/{event['event_id']}")
+    assert lookup[1]["status"] == "queued"
+
+
+async def test_one_event_id_sent_at_once_for_customers_of_two_shards_is_queued_once(
+    stack_for: Callable[..., Any], redis: Redis
+) -> None:
+    stack: Stack = await stack_for(workers=0, shards=SHARDS)
+    first, second = _customers_of_two_shards()
+    event = make_event(customer_id=first)
+    bodies = [orjson.dumps({**event, "customer_id": c}) for c in (first, second) for _ in range(10)]
+    now = int(time.time())
+    answers = await asyncio.gather(*(post_raw(stack, b, at_s=now - i) for i, b in enumerate(bodies)))
+    codes = sorted(a.body.get("status") or a.body["error"]["code"] for a in answers)
+    assert codes.count("queued") == 1
+    assert codes.count("event_id_conflict") == 10 or codes.count("duplicate") == 9  # whichever came first
+    assert set(codes) <= {"queued", "duplicate", "event_id_conflict"}
+    assert await _queued_anywhere(redis) == 1
