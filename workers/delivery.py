@@ -283,8 +283,9 @@ class Deliverer:
             latency.observe(max(0, clock.now_ms() - entry.accepted_ms) / 1000)
         elif outcome is Outcome.PERMANENT:
             await self._finish(entry, EventStatus.FAILED, attempt, error=answer.label)
-            if verdict.binding_state:
-                await self._mark_binding(entry.customer_id, openid, verdict.binding_state)
+            if state := verdict.binding_state:
+                # only if still bound to that openid: the customer may have been re-bound since the send
+                await self._scripts.mark_binding(self._redis, entry.customer_id, openid, state)
         elif outcome is Outcome.DEAD_LETTER:
             await self._finish(entry, EventStatus.DEAD_LETTERED, attempt, error=answer.label)
         else:
@@ -328,11 +329,6 @@ class Deliverer:
             sender.breaker.pause(sender.appid, SUSPEND_S, "account suspended or no permission")
             return SUSPEND_S + self._uniform(0.0, 10.0)
         return backoff_s(attempt, s.retry_base_s, s.retry_cap_s, self._uniform)
-
-    async def _mark_binding(self, customer_id: str, openid: str, state: str) -> None:
-        key = keys.binding(customer_id)
-        if await self._redis.hget(key, "openid") == openid:  # the customer may have been re-bound meanwhile
-            await self._redis.hset(key, "status", state)
 
     async def _finish(
         self,

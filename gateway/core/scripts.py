@@ -67,6 +67,7 @@ class Scripts:
         self._flush_digest = _Script("flush_digest", "quiet")
         self._token_invalidate = _Script("token_invalidate")
         self._release_lock = _Script("release_lock")
+        self._mark_binding = _Script("mark_binding")
         self._replay_dead = _Script("replay_dead")
         self._finish_event = _Script("finish_event")
         self._notice_finish = _Script("notice_finish")
@@ -82,6 +83,7 @@ class Scripts:
             self._flush_digest,
             self._token_invalidate,
             self._release_lock,
+            self._mark_binding,
             self._replay_dead,
             self._finish_event,
             self._notice_finish,
@@ -197,6 +199,10 @@ class Scripts:
 
     async def release_lock(self, client: Client, key: str, holder: str) -> bool:
         return bool(await self._release_lock(client, [key], [holder]))
+
+    async def mark_binding(self, client: Client, customer_id: str, openid: str, status: str) -> bool:
+        """Set the binding's status if it still names `openid` (one atomic step). Returns whether it did."""
+        return bool(await self._mark_binding(client, [keys.binding(customer_id)], [openid, status]))
 
     async def replay_dead(
         self, client: Client, dead: str, stream: str, dead_id: str, records: list[str]

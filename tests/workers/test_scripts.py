@@ -387,7 +387,7 @@ async def test_flush_digest_with_nothing_held_unschedules(redis: Redis, build: C
     assert await redis.zscore(keys.digest_due(SHARD), CID) is None
 
 
-# token_invalidate, release_lock
+# token_invalidate, release_lock, mark_binding
 
 
 async def test_token_invalidate_only_drops_the_failed_token(redis: Redis, build: Callable[..., Any]) -> None:
@@ -410,6 +410,20 @@ async def test_release_lock_only_by_its_holder(redis: Redis, build: Callable[...
     assert await scripts.release_lock(redis, lock, "holder-1") is True
     assert not await redis.exists(lock)
     assert await scripts.release_lock(redis, lock, "holder-1") is False
+
+
+async def test_mark_binding_only_while_it_names_the_openid_wechat_answered_about(
+    redis: Redis, build: Callable[..., Any]
+) -> None:
+    _, scripts = build()
+    key = keys.binding("C-rebound")
+    await redis.hset(key, mapping={"openid": "oUser_new", "status": "active"})  # re-bound after the send
+    assert await scripts.mark_binding(redis, "C-rebound", "oUser_old", "unsubscribed") is False
+    assert await redis.hget(key, "status") == "active"
+    assert await scripts.mark_binding(redis, "C-rebound", "oUser_new", "unsubscribed") is True
+    assert await redis.hget(key, "status") == "unsubscribed"
+    assert await scripts.mark_binding(redis, "C-gone", "oUser_new", "unsubscribed") is False
+    assert not await redis.exists(keys.binding("C-gone"))
 
 
 # replay_dead
