@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import orjson
 from aiohttp import web
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from gateway.auth import Caller, Verifier
 from gateway.core import clock, keys, metrics
@@ -160,16 +160,19 @@ class Gateway:
         return self.verifier.verify(request.headers, body, clock.now_s())
 
     @asynccontextmanager
-    async def remembered(self, caller: Caller) -> AsyncIterator[None]:
+    async def remembered(self, caller: Caller, *, replay_harmless: bool) -> AsyncIterator[None]:
         """Record the caller's signature for the block, the write a signed body asks for.
 
         Replay protection for a write: a signature seen before is refused (Unauthorized) before the
         block runs. SET NX is the arbiter, so of two identical concurrent requests exactly one gets in.
         Enter it only once the body was validated and the gateway accepts work: a refused request must
-        leave no trace, so that its identical re-send gets the same answer. If the block raises (Redis
-        failed: 503, or any other refusal), the signature is forgotten again and the identical retry is
-        accepted. A running-open caller has no signature and nothing is recorded. The single-event route
-        does not use this: its ingest script checks and records the signature in the same atomic step.
+        leave no trace, so that its identical re-send gets the same answer. If the block raises, the
+        signature is forgotten again and the identical retry is accepted when that cannot replay a write:
+        Redis answered with an error (it wrote nothing), or replaying is harmless anyway (`replay_harmless`:
+        events are deduplicated). A timeout after a binding or preferences write may have applied it, and a
+        replay within the window could undo a later change, so then the signature stays: the retry signs
+        anew. A running-open caller has no signature and nothing is recorded. The single-event route does
+        not use this: its ingest script checks and records the signature in the same atomic step.
         """
         key = self._signature_key(caller)
         if key is None:
@@ -179,8 +182,12 @@ class Gateway:
             raise Unauthorized("this signature was used before")
         try:
             yield
-        except BaseException:
+        except ResponseError:
             await asyncio.shield(self.forget(caller))
+            raise
+        except BaseException:
+            if replay_harmless:
+                await asyncio.shield(self.forget(caller))
             raise
 
     async def forget(self, caller: Caller) -> None:

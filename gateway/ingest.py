@@ -7,7 +7,8 @@ customers would find no record of the other. Before the ingest script, each even
 shard of the id's own (`keys.event_claim`, SET NX GET with the payload hash): another hash there is a
 `conflict`, whatever the customer. The claim stays for the dedup horizon, even when the event is then refused
 (a 429): a re-send of the same event is unaffected, and releasing it could let a copy in beside an accepted
-one. A crash between claim and script leaves the claim; the retry finds its own hash and goes on.
+one; only a claim that the script's own record contradicts (another hash) is taken back. A crash between claim
+and script leaves the claim; the retry finds its own hash and goes on.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ class Ingestor:
         shards: int = 1,
         claim_ttl_s: int = 0,
     ) -> None:
+        self._redis = redis
         self._scripts = scripts
         self._timeout_s = timeout_s
         self._shards = shards
@@ -102,20 +104,24 @@ class Ingestor:
         return await self._within_deadline(self._ingest(batch, together=True))
 
     async def _ingest(self, batch: list[IngestArgs], *, together: bool) -> list[Result]:
-        conflicts = await self._conflicts(batch, together) if self._claim_ttl_s else set()
+        claims = (
+            [_Claim(keys.event_claim(a.source, a.event_id, self._shards), a.payload_hash) for a in batch]
+            if self._claim_ttl_s
+            else []
+        )
+        seen = [_answer(raw) for raw in await self._send(claims, together)]
+        conflicts = {
+            index for index, hash_ in enumerate(seen) if hash_ not in (None, claims[index].payload_hash)
+        }
         todo = [args for index, args in enumerate(batch) if index not in conflicts]
         answers = iter([_result(raw) for raw in await self._send(todo, together)])
-        return [_CONFLICT if index in conflicts else next(answers) for index in range(len(batch))]
-
-    async def _conflicts(self, batch: list[IngestArgs], together: bool) -> set[int]:
-        """The positions of events whose id was claimed with another payload hash."""
-        claims = [_Claim(keys.event_claim(a.source, a.event_id, self._shards), a.payload_hash) for a in batch]
-        seen = [_answer(raw) for raw in await self._send(claims, together)]
-        return {
-            index
-            for index, hash_ in enumerate(seen)
-            if hash_ is not None and hash_ != claims[index].payload_hash
-        }
+        results = [_CONFLICT if index in conflicts else next(answers) for index in range(len(batch))]
+        for index, hash_ in enumerate(seen):
+            if hash_ is None and results[index] == _CONFLICT:
+                # the record, older than any claim (or outliving it), holds another hash: the claim this
+                # request just made must not stand for the refused payload
+                await self._scripts.delete_if(self._redis, claims[index].key, claims[index].payload_hash)
+        return results
 
     async def _send(self, items: list[IngestArgs] | list[_Claim], together: bool) -> list[list[Any]]:
         if together:

@@ -112,14 +112,14 @@ async def reconcile(redis: RedisClient, settings: Settings, since_ms: int, until
                 continue
             status = record.get("status", "")
             statuses[status] += 1
-            if status in IN_FLIGHT:
-                in_flight.append((name, accepted_ms))
+            if status in IN_FLIGHT:  # its age counts from acceptance, or from its last replay
+                in_flight.append((name, max(accepted_ms, int(record.get("replayed_ms", 0)))))
         if in_flight:
             held = await _held(redis, shard)
-            for name, accepted_ms in in_flight:
+            for name, age_from_ms in in_flight:
                 if name not in held:
                     result.orphaned.append(name)
-                elif accepted_ms < horizon_ms:
+                elif age_from_ms < horizon_ms:
                     result.stuck.append(name)
                 else:
                     result.in_flight += 1

@@ -26,7 +26,9 @@ class Breaker:
     """Closed: calls go out. After `failures` consecutive failures, open for `open_s`; then half-open: one
     probe goes out, its success closes the circuit, its failure opens it again. A probe that reports neither
     (a 43004 answer, a Redis error, a shutdown) gives its claim up after `open_s`, so it cannot hold the
-    circuit half-open forever. `pause` opens it for a known time (quota exhausted, account suspended)."""
+    circuit half-open forever. `pause` opens it for a known time (quota exhausted, account suspended); with
+    `alert=False` (the minute quota: a pause of seconds, every minute under a sustained overload) it does not
+    raise `pushgw_circuit_open`, which pages."""
 
     def __init__(self, failures: int, open_s: float, clock: Callable[[], float] = time.monotonic) -> None:
         self._threshold = failures
@@ -65,12 +67,13 @@ class Breaker:
         if state.failures >= self._threshold:
             self._open(appid, state, self._open_s, "failures")
 
-    def pause(self, appid: str, seconds: float, reason: str) -> None:
-        self._open(appid, self._states.setdefault(appid, _State()), seconds, reason)
+    def pause(self, appid: str, seconds: float, reason: str, *, alert: bool = True) -> None:
+        self._open(appid, self._states.setdefault(appid, _State()), seconds, reason, alert=alert)
 
-    def _open(self, appid: str, state: _State, seconds: float, reason: str) -> None:
+    def _open(self, appid: str, state: _State, seconds: float, reason: str, *, alert: bool = True) -> None:
         until = self._clock() + seconds
         if until > state.open_until_s:
             state.open_until_s = until
             log.warning("wechat circuit open for %.0f s (%s)", seconds, reason, extra={"appid": appid})
-        metrics.CIRCUIT_OPEN.labels(appid).set(1)
+        if alert:
+            metrics.CIRCUIT_OPEN.labels(appid).set(1)

@@ -318,7 +318,7 @@ class Deliverer:
         s, now, sender = self._settings, datetime.now(SHANGHAI), sender or self._sender
         if wait is Wait.NEXT_MINUTE:  # the appid pauses too: every send before then would get 45011
             delay_s = 60 - now.second - now.microsecond / 1e6
-            sender.breaker.pause(sender.appid, delay_s, "minute quota reached")
+            sender.breaker.pause(sender.appid, delay_s, "minute quota reached", alert=False)
             return delay_s + self._uniform(0.0, 5.0)
         if wait is Wait.QUOTA_RESET:
             midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)

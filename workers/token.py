@@ -91,7 +91,7 @@ class TokenCache:
         try:
             return await self._fetch()
         finally:
-            await self._scripts.release_lock(self._redis, lock, holder)
+            await self._scripts.delete_if(self._redis, lock, holder)
 
     async def _fetch(self) -> str:
         try:

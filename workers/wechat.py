@@ -150,7 +150,8 @@ class WeChatClient:
         answer, data = await self._call("stable_token", self._base_url + "/cgi-bin/stable_token", body)
         token = data.get("access_token")
         if not isinstance(token, str) or not token or not isinstance(data.get("expires_in"), int):
-            raise TokenError(answer if answer.errcode else Answer(transport="bad_response"))
+            unusable = answer.http_status == 200 and not answer.errcode  # a 200 without a token or an error
+            raise TokenError(Answer(transport="bad_response") if unusable else answer)
         return IssuedToken(token, data["expires_in"])
 
     async def send_template(self, token: str, message: dict[str, Any]) -> Answer:

@@ -66,7 +66,7 @@ class Scripts:
         self._move_retries = _Script("move_retries")
         self._flush_digest = _Script("flush_digest", "quiet")
         self._token_invalidate = _Script("token_invalidate")
-        self._release_lock = _Script("release_lock")
+        self._delete_if = _Script("delete_if")
         self._mark_binding = _Script("mark_binding")
         self._replay_dead = _Script("replay_dead")
         self._finish_event = _Script("finish_event")
@@ -82,7 +82,7 @@ class Scripts:
             self._move_retries,
             self._flush_digest,
             self._token_invalidate,
-            self._release_lock,
+            self._delete_if,
             self._mark_binding,
             self._replay_dead,
             self._finish_event,
@@ -197,8 +197,8 @@ class Scripts:
     async def token_invalidate(self, client: Client, appid: str, failed_token: str) -> bool:
         return bool(await self._token_invalidate(client, [keys.token(appid)], [failed_token]))
 
-    async def release_lock(self, client: Client, key: str, holder: str) -> bool:
-        return bool(await self._release_lock(client, [key], [holder]))
+    async def delete_if(self, client: Client, key: str, value: str) -> bool:
+        return bool(await self._delete_if(client, [key], [value]))
 
     async def mark_binding(self, client: Client, customer_id: str, openid: str, status: str) -> bool:
         """Set the binding's status if it still names `openid` (one atomic step). Returns whether it did."""

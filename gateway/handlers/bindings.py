@@ -60,7 +60,7 @@ async def put_binding(request: web.Request) -> web.Response:
     customer_id = path_id(request, "customer_id")
     binding = _parse_binding(decode_json(body), gw.settings.wechat_appids())
     record: dict[str, str] = {**binding, "status": BINDING_ACTIVE, "updated_ms": str(clock.now_ms())}
-    async with gw.remembered(caller), gw.redis.pipeline(transaction=True) as pipe:
+    async with gw.remembered(caller, replay_harmless=False), gw.redis.pipeline(transaction=True) as pipe:
         pipe.delete(keys.binding(customer_id))
         pipe.hset(keys.binding(customer_id), mapping=cast(Any, record))
         await pipe.execute()

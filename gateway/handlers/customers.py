@@ -29,7 +29,7 @@ async def put_preferences(request: web.Request) -> web.Response:
     doc = parse_preferences(decode_json(body))
     shard = keys.shard_of(customer_id, gw.settings.shards)
     key = keys.preferences(shard, customer_id)
-    async with gw.remembered(caller), gw.redis.pipeline(transaction=True) as pipe:
+    async with gw.remembered(caller, replay_harmless=False), gw.redis.pipeline(transaction=True) as pipe:
         pipe.delete(key)
         pipe.hset(key, mapping=cast(Any, compile_preferences(doc, int(clock.now_s()))))
         # events held for the old quiet hours are looked at again now (the digest script re-checks both

@@ -3,6 +3,7 @@ dedup and status records expire on schedule, and `pushgw reconcile` proves what 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -17,7 +18,7 @@ from gateway.core.settings import RateLimit, Settings
 from tests.faults.load import bind_customers, events_for, send_all
 from tests.faults.oracle import Oracle
 from tests.support import KEY_ID, make_event
-from tests.workers.flows import StackFactory, pushgw
+from tests.workers.flows import StackFactory, pushgw, until_status
 from workers.retries import Scheduler
 
 pytestmark = pytest.mark.e2e
@@ -109,3 +110,25 @@ async def test_reconcile_adds_up_and_flags_an_orphan(stack_for: StackFactory) ->
     assert status == 1 and report["adds_up"] is False
     assert report["orphaned"] == [f"{KEY_ID}:CBS-LOST-1"]
     oracle.accepted.pop("CBS-LOST-1")  # lost on purpose: the oracle of this test is reconcile itself
+
+
+async def test_reconcile_counts_a_replayed_old_event_in_flight_not_stuck(stack_for: StackFactory) -> None:
+    """The runbook's "replay what aged out": the replayed event's age counts from the replay, in the
+    worker (PUSHGW_MAX_AGE_S) and in reconcile alike."""
+    stack = await stack_for(max_attempts=1)
+    await stack.client.bind("C-old", "oUser_old")
+    await stack.sim("PUT", "/sim/faults", {"script": [{"errcode": -1}]})
+    event = make_event(customer_id="C-old")
+    await stack.client.post_event(event)
+    view = await until_status(stack, event["event_id"], "dead_lettered")
+    assert view["last_error"] == "max_attempts: -1"
+    await stack.stop_workers()
+    record = keys.event(0, KEY_ID, event["event_id"])
+    hours_ago_ms = int(time.time() * 1000) - int(6.5 * 3600 * 1000)  # past max age (6 h) and its grace
+    await stack.redis.hset(record, "accepted_ms", str(hours_ago_ms))
+
+    status, out = await pushgw(stack.settings.redis_url, "dlq", "replay", "--event-id", event["event_id"])
+    assert (status, orjson.loads(out)) == (0, {"replayed": 1})
+    status, out = await pushgw(stack.settings.redis_url, "reconcile")
+    report = orjson.loads(out)
+    assert (status, report["stuck"], report["in_flight"]) == (0, [], 1), report

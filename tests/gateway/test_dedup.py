@@ -163,3 +163,20 @@ async def test_one_event_id_sent_at_once_for_customers_of_two_shards_is_queued_o
     assert codes.count("event_id_conflict") == 10 or codes.count("duplicate") == 9  # whichever came first
     assert set(codes) <= {"queued", "duplicate", "event_id_conflict"}
     assert await _queued_anywhere(redis) == 1
+
+
+async def test_a_conflict_found_by_the_record_leaves_no_claim_for_the_refused_payload(
+    stack_for: Callable[..., Any], redis: Redis
+) -> None:
+    """A record without a claim (written before claims existed, or outliving its claim): the refused payload
+    must not claim the id, or the accepted event's own re-send would be answered as a conflict."""
+    stack: Stack = await stack_for(workers=0, shards=SHARDS)
+    event = make_event(customer_id="C-before-claims")
+    assert (await stack.client.post_event(event))[0] == 202
+    claim = keys.event_claim(KEY_ID, event["event_id"], SHARDS)
+    assert await redis.delete(claim) == 1
+    changed = orjson.dumps({**event, "amount": "1.00"})
+    assert_error(await post_raw(stack, changed), 422, "event_id_conflict", "event_id")
+    assert not await redis.exists(claim)
+    again = await post_raw(stack, orjson.dumps(event), at_s=int(time.time()) - 1)
+    assert (again.status, again.body["status"]) == (200, "duplicate")

@@ -14,8 +14,11 @@ import aiohttp
 import orjson
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.app import create_app
+from gateway.auth import Caller
 from gateway.context import GATEWAY, Gateway
 from gateway.core import keys
 from gateway.core.settings import Settings
@@ -190,3 +193,21 @@ async def test_an_event_id_conflict_re_sent_as_it_was_is_422_again(ingress: Ingr
     assert_error(again, 422, "event_id_conflict", "event_id")
     assert len(await recorded_signatures(redis)) == 1, "only the accepted request's signature"
     assert await stream_length(redis) == 1
+
+
+@pytest.mark.parametrize(
+    ("failure", "replay_harmless", "forgotten"),
+    [
+        pytest.param(ResponseError("NOPERM"), False, True, id="redis-refused-the-write"),
+        pytest.param(RedisTimeoutError("late"), False, False, id="timeout-a-write-may-have-applied"),
+        pytest.param(RedisTimeoutError("late"), True, True, id="timeout-events-deduplicate"),
+    ],
+)
+async def test_a_failed_write_forgets_its_signature_only_when_a_replay_cannot_redo_it(
+    ingress: Ingress, redis: Redis, failure: Exception, replay_harmless: bool, forgotten: bool
+) -> None:
+    caller = Caller(source="cbs", signature="ab" * 32)
+    with pytest.raises(type(failure)):
+        async with ingress.gateway.remembered(caller, replay_harmless=replay_harmless):
+            raise failure
+    assert (await recorded_signatures(redis) == []) is forgotten

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from prometheus_client import REGISTRY
+
 from workers.breaker import Breaker
 
 APP = "wx_app"
@@ -87,6 +89,16 @@ def test_pause_opens_for_the_given_time_and_never_shortens() -> None:
     assert breaker.blocked_for_s(APP) == 60.0
     clock.now_s += 60
     assert breaker.blocked_for_s(APP) == 0.0  # a pause without failures needs no probe
+
+
+def test_a_pause_without_alert_holds_calls_but_does_not_raise_the_gauge() -> None:
+    breaker, _ = _breaker()
+    appid = "wx_minute_quota_app"
+    breaker.pause(appid, 20.0, "minute quota reached", alert=False)
+    assert breaker.blocked_for_s(appid) == 20.0
+    assert REGISTRY.get_sample_value("pushgw_circuit_open", {"appid": appid}) in (None, 0.0)
+    breaker.pause(appid, 30.0, "daily quota reached")
+    assert REGISTRY.get_sample_value("pushgw_circuit_open", {"appid": appid}) == 1.0
 
 
 def test_appids_are_independent() -> None:

@@ -387,7 +387,7 @@ async def test_flush_digest_with_nothing_held_unschedules(redis: Redis, build: C
     assert await redis.zscore(keys.digest_due(SHARD), CID) is None
 
 
-# token_invalidate, release_lock, mark_binding
+# token_invalidate, delete_if, mark_binding
 
 
 async def test_token_invalidate_only_drops_the_failed_token(redis: Redis, build: Callable[..., Any]) -> None:
@@ -401,15 +401,15 @@ async def test_token_invalidate_only_drops_the_failed_token(redis: Redis, build:
     assert await scripts.token_invalidate(redis, "wx_app", "fresh") is False
 
 
-async def test_release_lock_only_by_its_holder(redis: Redis, build: Callable[..., Any]) -> None:
+async def test_delete_if_releases_a_lock_only_by_its_holder(redis: Redis, build: Callable[..., Any]) -> None:
     _, scripts = build()
     lock = keys.token_lock("wx_app")
     await redis.set(lock, "holder-1", px=10_000)
-    assert await scripts.release_lock(redis, lock, "holder-2") is False
+    assert await scripts.delete_if(redis, lock, "holder-2") is False
     assert await redis.get(lock) == "holder-1"
-    assert await scripts.release_lock(redis, lock, "holder-1") is True
+    assert await scripts.delete_if(redis, lock, "holder-1") is True
     assert not await redis.exists(lock)
-    assert await scripts.release_lock(redis, lock, "holder-1") is False
+    assert await scripts.delete_if(redis, lock, "holder-1") is False
 
 
 async def test_mark_binding_only_while_it_names_the_openid_wechat_answered_about(

@@ -11,7 +11,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from tests.support import Running
+from tests.support import Running, free_port
 from workers.wechat import Answer, Outcome, TokenError, WeChatClient, classify
 
 
@@ -20,6 +20,7 @@ class Replies:
 
     def __init__(self) -> None:
         self.body: Any = {}
+        self.status = 200
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -29,7 +30,7 @@ class Replies:
 
     async def _answer(self, request: web.Request) -> web.Response:
         await request.read()
-        return web.Response(body=orjson.dumps(self.body), content_type="application/json")
+        return web.Response(body=orjson.dumps(self.body), status=self.status, content_type="application/json")
 
 
 @pytest.fixture
@@ -85,3 +86,18 @@ async def test_a_token_failure_is_a_retry_whatever_the_token_endpoint_said(
     assert answer.label == label
     verdict = classify(answer)
     assert (verdict.outcome, verdict.wait.value, verdict.breaker_failure) == (Outcome.RETRY, "backoff", True)
+
+
+async def test_a_token_endpoint_that_fails_keeps_its_cause_in_the_label(
+    replies: tuple[Replies, WeChatClient],
+) -> None:
+    fake, client = replies
+    fake.status = 502
+    with pytest.raises(TokenError) as raised:
+        await client.stable_token("wx_app", "secret")
+    assert raised.value.send_answer.label == "token_http_502"
+    async with aiohttp.ClientSession() as session:
+        unreachable = WeChatClient(session, f"http://127.0.0.1:{free_port()}", timeout_s=5)
+        with pytest.raises(TokenError) as raised:
+            await unreachable.stable_token("wx_app", "secret")
+    assert raised.value.send_answer.label == "token_connection"

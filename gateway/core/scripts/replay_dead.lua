@@ -13,7 +13,8 @@ for i = 1, #fields, 2 do
 end
 entry.att = '0'
 local now = redis.call('TIME')
-entry.rep = tostring(now[1] * 1000 + math.floor(now[2] / 1000))
+local now_ms = tostring(now[1] * 1000 + math.floor(now[2] / 1000))
+entry.rep = now_ms
 local args = {}
 for name, value in pairs(entry) do
   args[#args + 1] = name
@@ -22,7 +23,7 @@ end
 local new_id = redis.call('XADD', stream, '*', unpack(args))
 for i = 3, #KEYS do
   if redis.call('EXISTS', KEYS[i]) == 1 then
-    redis.call('HSET', KEYS[i], 'status', 'queued', 'attempts', 0)
+    redis.call('HSET', KEYS[i], 'status', 'queued', 'attempts', 0, 'replayed_ms', now_ms)
   end
 end
 redis.call('XDEL', dead, dead_id)
