@@ -36,6 +36,9 @@ from workers.wechat import Answer, Outcome, TokenError, Verdict, Wait, WeChatCli
 
 log = logging.getLogger(__name__)
 SUSPEND_S = 600.0
+# WeChat drops a repeat of touser + client_msg_id for 10 minutes. After a send with no clear answer, a resend
+# is safe only within that window (a minute kept for clocks and the send's own time)
+UNCLEAR_RESEND_WINDOW_S = 540
 _KEEPS_ENTRY = frozenset({EventStatus.RETRYING, EventStatus.DEAD_LETTERED})
 
 
@@ -104,6 +107,14 @@ class Entry:
     @cached_property
     def records(self) -> list[str]:
         return [keys.event(self.shard, item["src"], item["eid"]) for item in self.items]
+
+    @property
+    def unclear_since_ms(self) -> int:
+        """When a send of it first ended with no clear answer (0: none did): WeChat may have sent it then."""
+        return int(self.fields.get("unc") or 0)
+
+    def marked_unclear(self, at_ms: int) -> Entry:
+        return Entry(self.shard, self.entry_id, {**self.fields, "unc": str(at_ms)})
 
     def to_json(self, attempts: int) -> bytes:
         """The entry as the retry set and the dead-letter stream keep it, with its attempts so far."""
@@ -236,6 +247,13 @@ class Deliverer:
         return render_event(templates, events[0], openid)
 
     async def _send(self, entry: Entry, message: dict[str, Any], openid: str, sender: Sender) -> None:
+        unclear_since_ms = entry.unclear_since_ms
+        if unclear_since_ms and clock.now_ms() - unclear_since_ms > UNCLEAR_RESEND_WINDOW_S * 1000:
+            # WeChat may have sent it, and would no longer drop a repeat: rather than risk a second alert,
+            # fail it, which asks core banking (the fallback notice) to reach the customer another way
+            metrics.child(metrics.DELIVERIES, Outcome.PERMANENT.value, "unclear").inc()
+            await self._finish(entry, EventStatus.FAILED, entry.attempts, error="unclear_past_dedup_window")
+            return
         wait_s = sender.breaker.blocked_for_s(sender.appid)
         if wait_s > 0:
             await self._defer(entry, wait_s)
@@ -248,6 +266,8 @@ class Deliverer:
             answer = exc.send_answer
         verdict = classify(answer)
         self._count(verdict, answer, sender)
+        if answer.unclear and not unclear_since_ms:
+            entry = entry.marked_unclear(started)
         elapsed_ms = str(clock.now_ms() - started)
         with bound(appid=sender.appid, attempt=str(attempt), errcode=answer.label, elapsed_ms=elapsed_ms):
             await self._apply(entry, attempt, verdict, answer, openid, sender)

@@ -50,6 +50,14 @@ class Answer:
     transport: str | None = None  # "timeout" | "connection" | "bad_response"
 
     @property
+    def unclear(self) -> bool:
+        """The send left but no clear answer came back (timeout, reset, 5xx, garbage): WeChat may have sent
+        the message. A token failure is clear: nothing was sent."""
+        if self.transport is not None:
+            return not self.transport.startswith("token_")
+        return self.http_status is not None and self.http_status >= 500
+
+    @property
     def label(self) -> str:
         """Bounded metric label and last_error text (never the errmsg, which may echo input)."""
         if self.transport:

@@ -68,3 +68,21 @@ def test_unknown_errcode_is_retried_with_a_bounded_label(errcode: int) -> None:
 @pytest.mark.parametrize("status", [400, 404, 429])
 def test_http_4xx_without_errcode_is_retried_not_counted(status: int) -> None:
     assert classify(Answer(http_status=status)) == Verdict(Outcome.RETRY)
+
+
+@pytest.mark.parametrize(
+    ("answer", "unclear"),
+    [
+        (Answer(transport="timeout"), True),
+        (Answer(transport="connection"), True),
+        (Answer(transport="bad_response"), True),
+        (Answer(http_status=502), True),
+        (Answer(transport="token_connection"), False),  # no token: nothing was sent
+        (Answer(http_status=404), False),
+        (Answer(errcode=-1, http_status=200), False),
+        (Answer(errcode=0, msgid="1", http_status=200), False),
+    ],
+    ids=lambda value: value if isinstance(value, bool) else value.label,
+)
+def test_unclear_answers_are_those_after_which_wechat_may_have_sent(answer: Answer, unclear: bool) -> None:
+    assert answer.unclear is unclear

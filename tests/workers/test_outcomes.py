@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -172,6 +173,43 @@ async def test_an_entry_that_cannot_be_rendered_is_dead_lettered_not_reclaimed_f
     assert view["last_error"] == "render: OverflowError"
     assert await pending(stack.redis) == 0
     assert await stack.delivered_to(OPENID) == []
+
+
+async def test_a_send_with_no_clear_answer_is_marked_on_the_entry_it_leaves(stack_for: StackFactory) -> None:
+    """The simulator delivers, then answers past the client's timeout: the worker cannot know it was sent, and
+    the kept entry says since when (the clock that WeChat's 10-minute dedup window runs on)."""
+    stack = await stack_for(max_attempts=1, wechat_timeout_s=0.3)
+    await stack.client.bind(CUSTOMER, OPENID)
+    await stack.sim("PUT", "/sim/faults", {"script": [{"delay_ms": 1500}]})
+    event = make_event(customer_id=CUSTOMER)
+    before_ms = int(time.time() * 1000)
+    await stack.client.post_event(event)
+    view = await until_status(stack, event["event_id"], "dead_lettered")
+    assert view["last_error"] == "max_attempts: timeout"
+    [(_, fields)] = cast(Entries, await stack.redis.xrange(keys.dead_letters(0)))
+    assert before_ms <= int(orjson.loads(fields["entry"])["unc"]) <= int(time.time() * 1000)
+
+
+async def test_a_send_with_no_clear_answer_is_not_repeated_past_wechats_dedup_window(
+    stack_for: StackFactory,
+) -> None:
+    """WeChat drops a repeat of the same client_msg_id for 10 minutes only: past that, a resend could be a
+    second alert, so the event fails (and its fallback notice asks core banking to reach the customer)."""
+    stack = await stack_for(workers=0)
+    await stack.client.bind(CUSTOMER, OPENID)
+    event = make_event(customer_id=CUSTOMER)
+    await stack.client.post_event(event)
+    [(entry_id, fields)] = cast(Entries, await stack.redis.xrange(keys.stream(0)))
+    eleven_minutes_ago_ms = int(time.time() * 1000) - 11 * 60 * 1000
+    retried: dict[Any, Any] = {**fields, "att": "1", "unc": str(eleven_minutes_ago_ms)}
+    await stack.redis.xadd(keys.stream(0), retried)  # its retry, as finish.lua puts it back
+    await stack.redis.xdel(keys.stream(0), entry_id)
+    stack.start_worker()
+
+    view = await until_status(stack, event["event_id"], "failed")
+    assert (view["attempts"], view["last_error"]) == (1, "unclear_past_dedup_window")
+    assert (await stack.sim("GET", "/sim/stats"))["calls"]["send"] == 0
+    assert await pending(stack.redis) == 0
 
 
 async def test_no_binding_is_recorded_and_acknowledged(stack_for: StackFactory) -> None:

@@ -443,7 +443,7 @@ async def test_replay_dead_puts_the_entry_back_with_attempts_reset(
         status="dead_lettered",
         attempts=3,
         last_error="max_attempts: -1",
-        entry_json=_entry_json(fields, 3),
+        entry_json=_entry_json({**fields, "unc": "1"}, 3),  # its last send had no clear answer
     )
     [(dead_id, _)] = cast(Entries, await redis.xrange(keys.dead_letters(SHARD)))
     new_id = await scripts.replay_dead(
@@ -454,7 +454,7 @@ async def test_replay_dead_puts_the_entry_back_with_attempts_reset(
     assert replayed_id == new_id
     replayed_ms = int(replayed.pop("rep"))  # its age counts from the replay (Redis TIME)
     assert abs(replayed_ms - int(time.time() * 1000)) < 60_000
-    assert replayed == {**fields, "att": "0"}
+    assert replayed == {**fields, "att": "0"}  # no "unc": the operator chose to send again
     record = await redis.hgetall(_record("E1"))
     assert (record["status"], record["attempts"]) == ("queued", "0")
     assert await redis.xlen(keys.dead_letters(SHARD)) == 0

@@ -12,6 +12,7 @@ for i = 1, #fields, 2 do
   if fields[i] == 'entry' then entry = cjson.decode(fields[i + 1]) end
 end
 entry.att = '0'
+entry.unc = nil  -- an operator's replay sends again, even past WeChat's dedup window after an unclear send
 local now = redis.call('TIME')
 local now_ms = tostring(now[1] * 1000 + math.floor(now[2] / 1000))
 entry.rep = now_ms
