@@ -19,7 +19,16 @@ from redis.asyncio import Redis
 from gateway.app import create_app
 from gateway.core.logs import JsonFormatter
 from gateway.core.settings import Settings
-from tests.support import APP_SECRET, APPID, SECRET, Client, RedisServer, Running, stack_settings
+from tests.support import (
+    APP_SECRET,
+    APPID,
+    SECRET,
+    Client,
+    RedisServer,
+    Running,
+    stack_settings,
+    tasks_shown_if_slow,
+)
 from wechatsim.app import SimConfig
 from wechatsim.app import create_app as create_sim
 from workers.worker import run_worker
@@ -108,12 +117,13 @@ async def stack_for(redis: Redis, settings_for: Callable[..., Settings]) -> Asyn
         return stack
 
     yield build
-    for stack, gateway, sim in stacks:
-        with contextlib.suppress(Exception):
-            await stack.stop_workers()
-        await gateway.stop()
-        await sim.stop()
-    await session.close()
+    async with tasks_shown_if_slow("stack teardown"):
+        for stack, gateway, sim in stacks:
+            with contextlib.suppress(Exception):
+                await stack.stop_workers()
+            await gateway.stop()
+            await sim.stop()
+        await session.close()
 
 
 @pytest.fixture

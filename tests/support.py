@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -82,12 +84,15 @@ class RedisServer:
 
 
 class Running:
-    """An aiohttp app served on a free loopback port."""
+    """An aiohttp app served on a free loopback port. Stopping waits at most SHUTDOWN_WAIT_S for requests
+    still in progress (aiohttp's default is 60 s): a test's server has no client left to finish for."""
+
+    SHUTDOWN_WAIT_S = 10.0
 
     def __init__(self, app: web.Application) -> None:
         self.app = app
         self.port = free_port()
-        self.runner = web.AppRunner(app, access_log=None)
+        self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=self.SHUTDOWN_WAIT_S)
 
     @property
     def url(self) -> str:
@@ -216,3 +221,23 @@ async def until_ready(session: aiohttp.ClientSession, process: subprocess.Popen[
         return await answers_ok(session, url + "/readyz")
 
     await eventually(ready, timeout_s=30)
+
+
+@contextlib.asynccontextmanager
+async def tasks_shown_if_slow(what: str, after_s: float = 15.0) -> AsyncIterator[None]:
+    """If the block outlives `after_s`, print every asyncio task's stack to the process's own stderr (past
+    pytest's capture, so the CI log has it even when the block ends in time after all): a teardown that
+    hangs then says where."""
+
+    async def watch() -> None:
+        await asyncio.sleep(after_s)
+        out = sys.__stderr__
+        print(f"\n{what}: still running after {after_s:.0f} s; the tasks:", file=out)
+        for task in asyncio.all_tasks():
+            task.print_stack(file=out)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        yield
+    finally:
+        watcher.cancel()

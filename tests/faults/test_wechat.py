@@ -192,8 +192,10 @@ async def test_the_minute_quota_45011_retries_after_the_next_minute(stack_for: S
         assert _next_minute_ms(before) - 50 <= due_ms <= _next_minute_ms(after) + 6000
         assert due_ms % 60_000 < 6000  # Shanghai is UTC+8: its minutes start with UTC's
 
+    await stack.stop_workers()  # the next minute: the pause ends (a fresh worker), WeChat's quota is new
     await stack.sim("PUT", "/sim/faults", {})
     moved = await _due_now(stack.redis, keys.retries(0))
+    stack.start_worker(name="next-minute")
     counts = await oracle.verdict()
     counts.notes.update(
         limited_45011=errors[(0, "45011")], deferred_unsent=errors[(0, "circuit_open")], compressed=moved
