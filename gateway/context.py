@@ -182,11 +182,8 @@ class Gateway:
             raise Unauthorized("this signature was used before")
         try:
             yield
-        except ResponseError:
-            await asyncio.shield(self.forget(caller))
-            raise
-        except BaseException:
-            if replay_harmless:
+        except BaseException as exc:
+            if replay_harmless or isinstance(exc, ResponseError):
                 await asyncio.shield(self.forget(caller))
             raise
 
