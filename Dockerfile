@@ -1,14 +1,19 @@
 # pushgw: one image for gateway, worker and simulator (pick with the command).
-FROM python:3.12-slim AS build
+# The base is any image with Python >= 3.11 whose `python` and `pip` are on PATH (pip may install into its
+# environment): the official slim image by default; `make image-check` passes one it makes from Debian.
+ARG PYTHON_IMAGE=python:3.12-slim
+
+FROM ${PYTHON_IMAGE} AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY gateway gateway
 COPY workers workers
 COPY wechatsim wechatsim
 COPY loadtest loadtest
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+# py-spy: `py-spy dump --pid PID` for a stuck process (docs/runbook.md, PushgwEventLoopLag)
+RUN pip wheel --no-cache-dir --wheel-dir /wheels . "py-spy>=0.4,<1"
 
-FROM python:3.12-slim
+FROM ${PYTHON_IMAGE}
 RUN useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin pushgw
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels

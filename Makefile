@@ -44,3 +44,10 @@ clean:
 .PHONY: loadtest-smoke
 loadtest-smoke: install
 	$(BIN)/python -m loadtest.smoke
+
+# Opt-in, never part of `make test`: build the image with podman on a Debian base made here (mmdebstrap) and
+# prove deploy/compose.yaml: redis, gateway, worker, simulator and Prometheus healthy, one signed event
+# delivered. Root, Debian's podman + mmdebstrap + runc + aardvark-dns; a few minutes (bases cached).
+.PHONY: image-check
+image-check: install
+	scripts/image-check

@@ -1,4 +1,5 @@
-"""The `pushgw` command: gateway, worker, sim, dev, dlq, bench. Every setting is also a flag."""
+"""The `pushgw` command: gateway, worker, sim, dev, dlq, reconcile, epoch, the operator lookups (events,
+customers, bindings) and bench. Every setting is also a flag."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from gateway.core.logs import configure
-from gateway.core.settings import ConfigError, Settings, parse_setting, setting_specs
+from gateway.core.settings import ConfigError, Settings, parse_setting, setting_specs, without_password
 
 log = logging.getLogger("pushgw")
 
@@ -37,13 +38,23 @@ def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def settings_from(args: argparse.Namespace, **extra: Any) -> Settings:
-    """Settings from the environment, with the flags given on the command line winning."""
+    """Settings from the environment, with the flags given on the command line winning; `extra` (already
+    parsed, None: not given) are a command's own flags for a setting, which win over its settings flag
+    (`pushgw worker --concurrency` over `--worker-concurrency`)."""
     overrides = {
         spec.name: parse_setting(spec.name, raw)
         for spec in setting_specs()
         if (raw := getattr(args, spec.name, None)) is not None
     }
-    return Settings.from_env(os.environ, **overrides, **extra)
+    overrides.update({name: value for name, value in extra.items() if value is not None})
+    return Settings.from_env(os.environ, **overrides)
+
+
+def command_settings(args: argparse.Namespace) -> Settings:
+    """The settings a parsed command runs with (its settings flags, and its own flags for a setting)."""
+    if args.command == "worker":
+        return settings_from(args, worker_concurrency=args.concurrency)
+    return settings_from(args)
 
 
 def _install_uvloop() -> None:
@@ -56,23 +67,12 @@ def _install_uvloop() -> None:
 
 def _run_gateway(settings: Settings, host: str, port: int, metrics_dir: str | None) -> None:
     """One gateway process; `metrics_dir` is set when several share the port (SO_REUSEPORT)."""
-    from aiohttp import web
-
-    from gateway.app import LISTEN_BACKLOG, create_app
+    from gateway.server import serve_gateway
 
     configure(settings.log_level)
     _aggregate_metrics(metrics_dir)
     _install_uvloop()
-    web.run_app(
-        create_app(settings),
-        host=host,
-        port=port,
-        reuse_port=metrics_dir is not None,
-        backlog=LISTEN_BACKLOG,
-        access_log=None,
-        shutdown_timeout=settings.shutdown_timeout_s,
-        print=None,
-    )
+    asyncio.run(serve_gateway(settings, host, port, reuse_port=metrics_dir is not None))
 
 
 def _run_worker(settings: Settings, metrics_dir: str | None) -> None:
@@ -109,9 +109,15 @@ def _multiprocess_metrics() -> Iterator[str]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def _in_processes(count: int, target: Callable[..., None], *args: Any) -> None:
+def _in_processes(
+    count: int,
+    target: Callable[..., None],
+    *args: Any,
+    forwarded: Sequence[int] = (signal.SIGTERM, signal.SIGINT),
+) -> None:
     """Run `target(*args, metrics_dir)` in `count` processes (or in this one, with None, when count is 1);
-    forward SIGTERM/SIGINT. The processes' metrics add up through `metrics_dir` (see metrics_server.py)."""
+    forward the `forwarded` signals. The processes' metrics add up through `metrics_dir` (see
+    metrics_server.py)."""
     if count == 1:
         target(*args, None)
         return
@@ -128,8 +134,8 @@ def _in_processes(count: int, target: Callable[..., None], *args: Any) -> None:
                 if child.pid is not None and child.is_alive():
                     os.kill(child.pid, signum)
 
-        signal.signal(signal.SIGTERM, forward)
-        signal.signal(signal.SIGINT, forward)
+        for signum in forwarded:
+            signal.signal(signum, forward)
         for child in children:
             child.join()
             if child.pid is not None:
@@ -144,12 +150,13 @@ def _forget_process(metrics_dir: str, pid: int) -> None:
 
 
 def cmd_gateway(args: argparse.Namespace) -> None:
-    settings = settings_from(args)
-    _in_processes(args.processes, _run_gateway, settings, args.host, args.port)
+    settings = command_settings(args)
+    drains = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)  # SIGUSR1: drain (gateway/server.py)
+    _in_processes(args.processes, _run_gateway, settings, args.host, args.port, forwarded=drains)
 
 
 def cmd_worker(args: argparse.Namespace) -> None:
-    settings = settings_from(args, worker_concurrency=args.concurrency)
+    settings = command_settings(args)
     _in_processes(args.processes, _run_worker, settings)
 
 
@@ -176,24 +183,38 @@ def cmd_dev(args: argparse.Namespace) -> None:
 
 
 def cmd_dlq(args: argparse.Namespace) -> None:
-    from gateway.dlq_cli import run_dlq
+    from workers.dlq_cli import run_dlq
 
     configure(os.environ.get("PUSHGW_LOG_LEVEL", "WARNING"))
-    asyncio.run(run_dlq(settings_from(args), args))
+    asyncio.run(run_dlq(command_settings(args), args))
 
 
 def cmd_reconcile(args: argparse.Namespace) -> None:
-    from gateway.reconcile import run_reconcile
+    from gateway.ops.reconcile import run_reconcile
 
     configure(os.environ.get("PUSHGW_LOG_LEVEL", "WARNING"))
-    sys.exit(asyncio.run(run_reconcile(settings_from(args), args)))
+    sys.exit(asyncio.run(run_reconcile(command_settings(args), args)))
 
 
 def cmd_epoch(args: argparse.Namespace) -> None:
-    from gateway.reconcile import run_epoch
+    from gateway.ops.epoch import run_epoch
 
     configure(os.environ.get("PUSHGW_LOG_LEVEL", "WARNING"))
-    sys.exit(asyncio.run(run_epoch(settings_from(args), args)))
+    sys.exit(asyncio.run(run_epoch(command_settings(args), args)))
+
+
+def cmd_archive(args: argparse.Namespace) -> None:
+    from gateway.ops.archive import run_archive
+
+    configure(os.environ.get("PUSHGW_LOG_LEVEL", "WARNING"))
+    sys.exit(asyncio.run(run_archive(command_settings(args), args)))
+
+
+def cmd_lookup(args: argparse.Namespace) -> None:
+    from gateway.ops.lookups import run_lookup
+
+    configure(os.environ.get("PUSHGW_LOG_LEVEL", "WARNING"))
+    sys.exit(asyncio.run(run_lookup(command_settings(args), args)))
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
@@ -241,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     dlq = commands.add_parser("dlq", help="list or replay dead letters")
     dlq.add_argument("action", choices=["list", "replay"])
     dlq.add_argument("--event-id", default=None)
-    dlq.add_argument("--since", default=None, help="ISO-8601 time or unix seconds")
+    dlq.add_argument("--since", default=None, help="ISO-8601 time with a zone, or unix seconds")
     dlq.add_argument("--limit", type=int, default=1000)
     dlq.add_argument(
         "--notices", action="store_true", help="status notices to core banking instead of WeChat deliveries"
@@ -250,16 +271,39 @@ def build_parser() -> argparse.ArgumentParser:
     dlq.set_defaults(func=cmd_dlq)
 
     reconcile = commands.add_parser("reconcile", help="prove accepted = final + in flight over a window")
-    reconcile.add_argument("--since", default=None, help="ISO-8601 time or unix seconds (default: 24 h ago)")
-    reconcile.add_argument("--until", default=None, help="ISO-8601 time or unix seconds (default: now)")
+    reconcile.add_argument(
+        "--since", default=None, help="ISO-8601 time with a zone, or unix seconds (default: 24 h ago)"
+    )
+    reconcile.add_argument(
+        "--until", default=None, help="ISO-8601 time with a zone, or unix seconds (default: now)"
+    )
+    reconcile.add_argument(
+        "--previous",
+        default=None,
+        metavar="FILE",
+        help="an earlier output of this command: its data epoch and stream counters must still hold",
+    )
     _add_setting_flags(reconcile)
     reconcile.set_defaults(func=cmd_reconcile)
 
-    epoch = commands.add_parser("epoch", help="show the data epoch, or acknowledge a fresh start (reset)")
-    epoch.add_argument("action", choices=["show", "reset"])
+    epoch = commands.add_parser(
+        "epoch", help="a new deployment's data epoch (init), show it, or acknowledge a fresh start (reset)"
+    )
+    epoch.add_argument("action", choices=["init", "show", "reset"])
     epoch.add_argument("--yes", action="store_true", help="reset: queued events are known to be lost")
     _add_setting_flags(epoch)
     epoch.set_defaults(func=cmd_epoch)
+
+    archive = commands.add_parser(
+        "archive",
+        help="the PostgreSQL archive: apply its schema (migrate, safe to run again), drop months past the"
+        " retention (prune), or show pending migrations and partitions (status)",
+    )
+    archive.add_argument("action", choices=["migrate", "prune", "status"])
+    _add_setting_flags(archive)
+    archive.set_defaults(func=cmd_archive)
+
+    _add_lookups(commands)
 
     bench = commands.add_parser("bench", help="measure ingress and delivery throughput")
     bench.add_argument("--quick", action="store_true", help="a short run")
@@ -285,7 +329,43 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_lookups(commands: Any) -> None:
+    """The operator lookups, signed for the operator against PUSHGW_GATEWAY_URL (gateway/ops/lookups.py)."""
+    events = commands.add_parser("events", help="an event's lifecycle, asked of the gateway (signed)")
+    events.add_argument("action", choices=["show"])
+    events.add_argument("event_id", metavar="EVENT_ID")
+    _add_setting_flags(events)
+    events.set_defaults(func=cmd_lookup)
+
+    customers = commands.add_parser(
+        "customers", help="a customer's binding (masked), preferences and timeline, asked of the gateway"
+    )
+    customers.add_argument("action", choices=["show"])
+    customers.add_argument("customer_id", metavar="CUSTOMER_ID")
+    customers.add_argument(
+        "--since", default=None, help="timeline from this ISO-8601 time with a zone, or unix seconds"
+    )
+    customers.add_argument("--limit", type=int, default=50, help="timeline entries (1-200)")
+    _add_setting_flags(customers)
+    customers.set_defaults(func=cmd_lookup)
+
+    bindings = commands.add_parser(
+        "bindings", help="bind customers in bulk from a JSON-lines file (POST /v1/bindings/batch)"
+    )
+    bindings.add_argument("action", choices=["import"])
+    bindings.add_argument(
+        "file", metavar="FILE", help='JSON lines {"customer_id", "openid", "appid"?}; - stdin'
+    )
+    _add_setting_flags(bindings)
+    bindings.set_defaults(func=cmd_lookup)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
+    from redis.exceptions import RedisError
+
+    from gateway.core.clock import BadInstant
+    from gateway.core.operator import NoPushgwData
+
     args = build_parser().parse_args(argv)
     if getattr(args, "processes", 1) < 1:
         sys.exit("pushgw: --processes must be at least 1")
@@ -293,6 +373,19 @@ def main(argv: Sequence[str] | None = None) -> None:
         args.func(args)
     except ConfigError as exc:
         sys.exit(f"pushgw: configuration error: {exc}")
+    except BadInstant as exc:
+        sys.stderr.write(f"pushgw {args.command}: {exc}\n")
+        sys.exit(2)
+    except NoPushgwData as exc:
+        sys.stderr.write(f"pushgw {args.command}: refused: {exc}\n")
+        sys.exit(exc.exit_status)
+    except (RedisError, OSError) as exc:  # an operator command's Redis: say which, never a traceback
+        if args.command in {"gateway", "worker", "sim", "dev", "bench"}:
+            raise
+        url = without_password(getattr(args, "redis_url", None) or os.environ.get("PUSHGW_REDIS_URL", ""))
+        shown = url or "redis://127.0.0.1:6379/0 (the default)"
+        sys.stderr.write(f"pushgw {args.command}: cannot use Redis at {shown}: {type(exc).__name__}\n")
+        sys.exit(2)
 
 
 def settings_table() -> str:

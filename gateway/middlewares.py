@@ -1,5 +1,5 @@
-"""The one error shape, bounded admission of ingest requests, request ids bound to logs, and RED metrics
-per route."""
+"""The one error shape (client faults are 4xx, a client gone mid-request 499, only our bugs 500), request ids
+bound to logs, and RED metrics per route."""
 
 from __future__ import annotations
 
@@ -10,16 +10,18 @@ import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 from redis.exceptions import RedisError
 
-from gateway.context import GATEWAY
 from gateway.core import metrics
 from gateway.core.errors import (
     ApiError,
     BadRequest,
+    ClientClosedRequest,
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
+    RequestTimeout,
     ServiceUnavailable,
     UnsupportedMediaType,
 )
@@ -31,7 +33,6 @@ log = logging.getLogger(__name__)
 _ID_PREFIX = os.urandom(6).hex()
 _ID_SEQUENCE = itertools.count(1)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-_INGEST_PATHS = frozenset({"/v1/events", "/v1/events/batch"})
 
 _HTTP_ERRORS: dict[int, type[ApiError]] = {
     400: BadRequest,
@@ -43,7 +44,10 @@ _HTTP_ERRORS: dict[int, type[ApiError]] = {
 
 
 def error_response(error: ApiError) -> web.Response:
-    return respond(error.body(), status=error.status, headers=error.headers())
+    response = respond(error.body(), status=error.status, headers=error.headers())
+    if error.status == RequestTimeout.status:  # a late body is abandoned with its connection
+        response.force_close()
+    return response
 
 
 def _from_http(exc: web.HTTPException) -> ApiError:
@@ -54,10 +58,9 @@ def _from_http(exc: web.HTTPException) -> ApiError:
 
 @web.middleware
 async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every failure leaves as {"error": {...}}. A 500 is a bug: logged with the route, body never shown.
-    Ingest requests beyond the admission limit are refused here, before their body is read."""
+    """Every failure leaves as {"error": {...}}. A 500 is a bug: logged with the route, body never shown."""
     try:
-        return await _admitted(request, handler)
+        return await handler(request)
     except ApiError as exc:
         return error_response(exc)
     except web.HTTPException as exc:
@@ -70,17 +73,25 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except (RedisError, TimeoutError) as exc:
         log.warning("redis unavailable: %s", type(exc).__name__)
         return error_response(ServiceUnavailable("the queue is unavailable, retry later", retry_after_s=1))
+    except (ConnectionError, RequestPayloadError) as exc:
+        return _body_broken(request, exc)
     except Exception:
-        log.exception("unhandled error on %s %s", request.method, _route(request))
-        body = {"error": {"code": "internal", "message": "internal error"}}
-        return respond(body, status=500)
+        return _internal(request)
 
 
-async def _admitted(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.method != "POST" or request.path not in _INGEST_PATHS or GATEWAY not in request.app:
-        return await handler(request)
-    with request.app[GATEWAY].admission.admitted():
-        return await handler(request)
+def _body_broken(request: web.Request, exc: Exception) -> web.Response:
+    """A handler that reads its body itself met a closed connection (499: the client's doing, neither
+    logged nor a 5xx) or broken framing (400); a ConnectionError while the client is still there is ours."""
+    if request.transport is None or request.transport.is_closing():
+        return error_response(ClientClosedRequest("the client closed the connection"))
+    if isinstance(exc, RequestPayloadError):
+        return error_response(BadRequest("the request body's framing is broken", code="malformed_body"))
+    return _internal(request)
+
+
+def _internal(request: web.Request) -> web.Response:
+    log.exception("unhandled error on %s %s", request.method, _route(request))
+    return respond({"error": {"code": "internal", "message": "internal error"}}, status=500)
 
 
 @web.middleware

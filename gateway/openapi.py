@@ -28,13 +28,15 @@ def _error(description: str) -> dict[str, Any]:
 
 
 _ERRORS = {
-    "400": _error("body is not JSON"),
+    "400": _error("body is not JSON (an object repeating a key is not), or its HTTP framing is broken"),
+    "408": _error("the body did not arrive within PUSHGW_BODY_TIMEOUT_S; the connection is closed"),
     "401": _error("missing, bad, expired or replayed signature"),
-    "415": _error("Content-Type is not application/json"),
+    "403": _error("the key may not call this route (PUSHGW_API_KEY_SCOPES)"),
+    "415": _error("Content-Type is not application/json, or a Content-Encoding other than identity"),
     "422": _error("a field is missing, unknown or invalid"),
     "503": _error("Redis unavailable or not durable; retry after Retry-After seconds"),
 }
-_AUTH_ERRORS = {"401": _ERRORS["401"], "503": _ERRORS["503"]}
+_AUTH_ERRORS = {"401": _ERRORS["401"], "403": _ERRORS["403"], "503": _ERRORS["503"]}
 
 _PREFERENCE_FIELDS: dict[str, Any] = {
     "muted_types": {
@@ -72,7 +74,7 @@ _SCHEMAS: dict[str, Any] = {
             "customer_id": _ID,
             "account": {"type": "string", "pattern": r"^\d{8,32}$"},
             "type": {"type": "string", "enum": [t.value for t in EventType]},
-            "amount": _DECIMAL,
+            "amount": {"type": "string", "pattern": r"^(0|[1-9]\d{0,9})(\.\d{1,2})?$"},
             "currency": {"type": "string", "enum": sorted(CURRENCIES)},
             "balance": {"type": "string", "pattern": r"^-?(0|[1-9]\d{0,14})(\.\d{1,2})?$"},
             "occurred_at": {"type": "string", "format": "date-time"},
@@ -126,7 +128,14 @@ _SCHEMAS: dict[str, Any] = {
             "event_id": _ID,
             "status": {"type": "string", "enum": [s.value for s in EventStatus]},
             "attempts": {"type": "integer"},
-            "last_error": {"type": ["string", "null"]},
+            "last_error": {
+                "type": ["string", "null"],
+                "description": "why it is not delivered (its last attempt's error); null once delivered",
+            },
+            "error_before_delivery": {
+                "type": "string",
+                "description": "a delivered event's error of an earlier attempt (it was retried)",
+            },
             "accepted_at": {"type": ["string", "null"], "format": "date-time"},
             "updated_at": {"type": ["string", "null"], "format": "date-time"},
             "delivered_at": {"type": ["string", "null"], "format": "date-time"},
@@ -144,6 +153,12 @@ _SCHEMAS: dict[str, Any] = {
             },
             "notified_at": {"type": ["string", "null"], "format": "date-time"},
             "notice_error": {"type": "string"},
+            "origin": {
+                "type": "string",
+                "enum": ["live", "archive"],
+                "description": "where the answer came from: Redis (the last PUSHGW_EVENT_TTL_S), or the "
+                "PostgreSQL archive once Redis let the record expire (PUSHGW_ARCHIVE_URL)",
+            },
         },
     },
     "BindingRequest": {
@@ -186,9 +201,13 @@ _SCHEMAS: dict[str, Any] = {
         "required": ["customer_id", "events"],
         "properties": {
             "customer_id": _ID,
+            "next_cursor": {
+                "type": ["string", "null"],
+                "description": "the `cursor` of the next (older) page; null when this page was not full",
+            },
             "events": {
                 "type": "array",
-                "description": "newest first",
+                "description": "newest first: live ones, then (with an archive) archived ones, each once",
                 "items": {
                     "allOf": [
                         _ref("Lifecycle"),
@@ -222,6 +241,48 @@ _SCHEMAS: dict[str, Any] = {
             },
         },
     },
+    "Erasure": {
+        "type": "object",
+        "required": ["customer_id", "erased"],
+        "properties": {
+            "customer_id": _ID,
+            "erased": {
+                "type": "object",
+                "description": "how many of each were erased (a repeat answers zeros); never what they held",
+                "required": [
+                    "binding",
+                    "preferences",
+                    "timeline_entries",
+                    "held_events",
+                    "event_records",
+                    "queued_copies",
+                ],
+                "properties": {
+                    "binding": {"type": "integer", "minimum": 0, "maximum": 1},
+                    "preferences": {"type": "integer", "minimum": 0, "maximum": 1},
+                    "timeline_entries": {"type": "integer", "minimum": 0},
+                    "held_events": {"type": "integer", "minimum": 0},
+                    "event_records": {
+                        "type": "integer",
+                        "minimum": 0,
+                        "description": "records stripped of personal fields (id, status and payload hash "
+                        "stay for dedup); an event in flight ends no_binding",
+                    },
+                    "queued_copies": {
+                        "type": "integer",
+                        "minimum": 0,
+                        "description": "scheduled retries, stream entries and dead letters removed",
+                    },
+                    "archived_events": {
+                        "type": "integer",
+                        "minimum": 0,
+                        "description": "only with an archive: its rows of the customer stripped of personal "
+                        "fields (source, event id, status and times stay for disputes and counts)",
+                    },
+                },
+            },
+        },
+    },
     "ErrorDetail": {
         "type": "object",
         "required": ["code", "message"],
@@ -232,6 +293,42 @@ _SCHEMAS: dict[str, Any] = {
         },
     },
     "Error": {"type": "object", "required": ["error"], "properties": {"error": _ref("ErrorDetail")}},
+}
+
+
+_BINDINGS_BATCH: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["bindings"],
+    "properties": {
+        "bindings": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": 500,
+            "items": {
+                "type": "object",
+                "description": "customer_id, and the fields of a BindingRequest (each item checked alone)",
+            },
+        }
+    },
+}
+_BINDING_RESULTS: dict[str, Any] = {
+    "type": "object",
+    "required": ["results"],
+    "properties": {
+        "results": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["customer_id", "status"],
+                "properties": {
+                    "customer_id": {"type": ["string", "null"]},
+                    "status": {"type": "string", "enum": ["bound", "rejected"]},
+                    "error": _ref("ErrorDetail"),
+                },
+            },
+        }
+    },
 }
 
 
@@ -249,8 +346,22 @@ _WECHAT_SIGNATURE = [
     _query_param(
         "signature", "hex sha1 of the sorted [PUSHGW_WECHAT_CALLBACK_TOKEN, timestamp, nonce] joined"
     ),
-    _query_param("timestamp", "unix seconds"),
+    _query_param("timestamp", "unix seconds, within 300 s of the gateway's clock (either way)"),
     _query_param("nonce", "a random string"),
+]
+_WECHAT_SAFE_MODE = [
+    {
+        **_query_param(
+            "encrypt_type", "`aes`: a safe-mode post (required when PUSHGW_WECHAT_ENCODING_AES_KEY is set)"
+        ),
+        "required": False,
+    },
+    {
+        **_query_param(
+            "msg_signature", "hex sha1 of the sorted [token, timestamp, nonce, Encrypt] joined (safe mode)"
+        ),
+        "required": False,
+    },
 ]
 _TEXT_OK = {"content": {"text/plain": {"schema": {"type": "string"}}}}
 _WECHAT_CALLBACK: dict[str, Any] = {
@@ -259,21 +370,26 @@ _WECHAT_CALLBACK: dict[str, Any] = {
         "parameters": [*_WECHAT_SIGNATURE, _query_param("echostr", "echoed back as text/plain")],
         "responses": {
             "200": {"description": "the echostr", **_TEXT_OK},
-            "401": _error("bad signature"),
+            "401": _error("bad signature or stale timestamp"),
             "404": _error("PUSHGW_WECHAT_CALLBACK_TOKEN is not set"),
         },
     },
     "post": {
-        "summary": "WeChat event push (TEMPLATESENDJOBFINISH): records the final status on the event",
-        "parameters": _WECHAT_SIGNATURE,
+        "summary": "WeChat event push (TEMPLATESENDJOBFINISH): records the final status on the event; with"
+        " PUSHGW_WECHAT_ENCODING_AES_KEY set, only safe-mode (encrypted) posts are taken",
+        "parameters": [*_WECHAT_SIGNATURE, *_WECHAT_SAFE_MODE],
         "requestBody": {"required": True, "content": {"text/xml": {"schema": {"type": "string"}}}},
         "responses": {
             "200": {
-                "description": "`success` (also for a duplicate, an unknown msgid or another event)",
+                "description": "`success` (also for a duplicate, an unknown msgid, a msgid not sent to that"
+                " user, or another event)",
                 **_TEXT_OK,
             },
             "400": _error("not well-formed XML, or XML with a DOCTYPE or an entity"),
-            "401": _error("bad signature"),
+            "401": _error(
+                "bad signature or msg_signature, stale timestamp, plaintext post in safe mode, or an envelope"
+                " that does not open for PUSHGW_WECHAT_APPID"
+            ),
             "404": _error("PUSHGW_WECHAT_CALLBACK_TOKEN is not set"),
             "413": _error("body too large"),
             "503": _error("Redis unavailable; WeChat retries"),
@@ -302,8 +418,27 @@ def _customer_paths(signed: list[dict[str, list[str]]]) -> dict[str, Any]:
             "required": False,
             "schema": {"type": "integer", "minimum": 1, "maximum": 200, "default": 50},
         },
+        {
+            "name": "cursor",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "string", "maxLength": 256},
+            "description": "the `next_cursor` of the previous page: the events after it (older)",
+        },
     ]
     return {
+        "/v1/customers/{customer_id}": {
+            "delete": {
+                "summary": "Erase what pushgw holds about the customer (unbinding, the right to deletion)",
+                "security": signed,
+                "parameters": customer,
+                "responses": {
+                    "200": _json(_ref("Erasure"), "erased (idempotent: a repeat answers zeros)"),
+                    "422": _ERRORS["422"],
+                    **_AUTH_ERRORS,
+                },
+            }
+        },
         "/v1/customers/{customer_id}/preferences": {
             "put": {
                 "summary": "Set the customer's preferences (replaces them)",
@@ -339,6 +474,7 @@ def _customer_paths(signed: list[dict[str, list[str]]]) -> dict[str, Any]:
                     "200": _json(_ref("CustomerEvents"), "newest first, masked"),
                     "422": _ERRORS["422"],
                     **_AUTH_ERRORS,
+                    "503": _error("Redis, or the archive (when configured), unavailable; retry later"),
                 },
             }
         },
@@ -365,9 +501,15 @@ def document(max_batch_events: int = 500) -> dict[str, Any]:
                 "pushgwSignature": {
                     "type": "apiKey",
                     "in": "header",
-                    "name": "X-Pushgw-Signature",
-                    "description": "hex HMAC-SHA256(secret, '{X-Pushgw-Timestamp}.' + body), key id in "
-                    "X-Pushgw-Key; 5-minute window; a signature is accepted once",
+                    "name": "Signature",
+                    "description": (
+                        "RFC 9421 HTTP Message Signature, HMAC-SHA256, label pushgw: Signature-Input "
+                        'pushgw=("@method" "@path" "@query" "content-digest");created=UNIX;keyid="K";'
+                        'nonce="N" (content-digest on requests with a body, with an RFC 9530 '
+                        "Content-Digest: sha-256 header); created within 300 s; a nonce of a PUT or DELETE "
+                        "is accepted once. Keys may be limited to scopes (events, bindings, customers): 403 "
+                        "without the route's scope. See the README."
+                    ),
                 }
             },
         },
@@ -407,10 +549,27 @@ def document(max_batch_events: int = 500) -> dict[str, Any]:
                     "security": signed,
                     "parameters": [_path_param("event_id")],
                     "responses": {
-                        "200": _json(_ref("Lifecycle"), "the event"),
+                        "200": _json(_ref("Lifecycle"), "the event, from Redis or the archive (`origin`)"),
                         "404": _error("no such event"),
                         "422": _ERRORS["422"],
                         **_AUTH_ERRORS,
+                        "503": _error("Redis, or the archive (when Redis no longer holds it), unavailable"),
+                    },
+                }
+            },
+            "/v1/bindings/batch": {
+                "post": {
+                    "summary": "Bind up to 500 customers at once (a bulk re-send, e.g. after an epoch reset);"
+                    " per-item results in request order",
+                    "security": signed,
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _BINDINGS_BATCH}},
+                    },
+                    "responses": {
+                        "200": _json(_BINDING_RESULTS, "per-item results"),
+                        "413": _error("body too large or too many bindings"),
+                        **_ERRORS,
                     },
                 }
             },
@@ -457,12 +616,18 @@ def document(max_batch_events: int = 500) -> dict[str, Any]:
             "/healthz": {"get": {"summary": "Process is up", "responses": {"200": {"description": "up"}}}},
             "/readyz": {
                 "get": {
-                    "summary": "Redis reachable and durable",
+                    "summary": "Ready exactly when an event would be accepted (Redis reachable and durable,"
+                    " its data epoch there, not shedding); 503 `unavailable` (with `data_lost` when Redis"
+                    " holds no pushgw data), `shedding` or `draining` (it stops soon, still serving)",
                     "responses": {"200": {"description": "ready"}, "503": {"description": "not ready"}},
                 }
             },
             "/metrics": {
-                "get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text"}}}
+                "get": {
+                    "summary": "Prometheus metrics (here unless PUSHGW_GATEWAY_METRICS_PORT gives them a"
+                    " listener of their own: then 404 here)",
+                    "responses": {"200": {"description": "text"}},
+                }
             },
             "/openapi.json": {
                 "get": {"summary": "This document", "responses": {"200": {"description": "json"}}}

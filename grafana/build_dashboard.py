@@ -153,6 +153,39 @@ def pipeline_row() -> list[Panel]:
             (gauge("pushgw_stream_length"), "length shard {{shard}}"),
             (gauge("pushgw_active_consumers"), "active consumers shard {{shard}}"),
         ),
+        *archive_panels(),
+    ]
+
+
+def archive_panels() -> list[Panel]:
+    """The PostgreSQL archive: does it keep up with delivery (rows/s beside delivered/s), is a backlog
+    waiting in Redis for it, and is PostgreSQL refusing batches?"""
+    return [
+        series(
+            "Archive: final states waiting in Redis, and the oldest one's age",
+            "short",
+            (f"max(pushgw_archive_backlog{{{I}}})", "backlog"),
+            (f"max(pushgw_archive_lag_seconds{{{I}}})", "lag"),
+            fieldConfig={
+                "defaults": {"unit": "short"},
+                "overrides": [
+                    {
+                        "matcher": {"id": "byName", "options": "lag"},
+                        "properties": [
+                            {"id": "unit", "value": "s"},
+                            {"id": "custom.axisPlacement", "value": "right"},
+                        ],
+                    }
+                ],
+            },
+        ),
+        series(
+            "Archive: rows written beside deliveries, and failed batches",
+            "ops",
+            (f"sum by (result) (rate(pushgw_archive_rows_total{{{I}}}[{W}]))", "rows {{result}}"),
+            (f'sum(rate(pushgw_deliveries_total{{outcome="delivered",{I}}}[{W}]))', "delivered"),
+            (f"sum(rate(pushgw_archive_write_errors_total{{{I}}}[{W}]))", "failed batches"),
+        ),
     ]
 
 
@@ -295,6 +328,11 @@ def saturation_row() -> list[Panel]:
             "Event-loop lag",
             "s",
             (f"pushgw_event_loop_lag_seconds{{{I}}}", "{{job}} {{instance}}"),
+        ),
+        series(
+            "Redis data lost (no data epoch, or another one: Redis refused)",
+            "bool_yes_no",
+            (f"max by (job) (pushgw_redis_data_lost{{{I}}})", "{{job}}"),
         ),
     ]
 

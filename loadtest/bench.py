@@ -34,11 +34,14 @@ from typing import Any
 
 import aiohttp
 import orjson
+from multidict import CIMultiDict, CIMultiDictProxy
 from redis.asyncio import Redis
 
-from gateway.core import keys
-from gateway.core.redis import server_binary, server_command
-from loadtest.payloads import customer_id, openid_of
+from gateway.auth import Scope, Target, Verifier
+from gateway.core import keys, signing
+from gateway.core.redis import init_epoch, server_binary, server_command
+from loadtest import archive_bench
+from loadtest.payloads import EventFactory, customer_id, openid_of
 from loadtest.report import Row, percentile, table
 
 KEY_ID, SECRET = "bench", "bench-secret"
@@ -47,6 +50,7 @@ CUSTOMERS = 1000
 WORKER_CONCURRENCY = 256  # the default: deliveries wait on WeChat and Redis fsyncs, not on the CPU
 WARM_UP_SAMPLES = 6  # soak RSS samples are 10 s apart: the first minute is warm-up
 E2E_SHARE = 0.7
+ARCHIVE_BACKLOG_ROWS = 30_000  # the archive drain measure's backlog
 E2E_RUNS = {
     "e2e_at_pipeline": "70% pipeline max",
     "e2e_at_35": "35% pipeline max",
@@ -187,6 +191,7 @@ async def _redis(directory: Path) -> AsyncIterator[str]:
                 break
             except Exception:  # not up yet
                 await asyncio.sleep(0.05)
+        await init_epoch(client, 1)  # a new deployment: without its data epoch nothing is accepted
         await client.aclose()
         yield url
     finally:
@@ -270,6 +275,7 @@ def _gateway_env(redis_url: str, sim_url: str) -> dict[str, str]:
         "PUSHGW_SIM_APPS": f"{APPID}:{APP_SECRET}",
         "PUSHGW_SIM_DAILY_QUOTA": "100000000",
         "PUSHGW_WORKER_CONCURRENCY": str(WORKER_CONCURRENCY),
+        "PUSHGW_DRAIN_GRACE_S": "0",  # no load balancer to tell: stop at once between measures
     }
 
 
@@ -393,6 +399,21 @@ async def _measure_xadd(redis_url: str, seconds: float) -> float:
     return rate
 
 
+def measure_verify_us(requests: int = 20_000) -> float:
+    """CPU of the gateway's signature check (RFC 9421 verification with its Content-Digest) per signed
+    single-event request, measured in this process on the code the gateway runs."""
+    body = orjson.dumps(EventFactory(1000, seed=1, prefix="VERIFY").event())
+    headers = signing.signed_headers("bench", "bench-secret", "POST", "/v1/events", body)
+    headers["Content-Type"] = "application/json"
+    target = Target("POST", "/v1/events", "http", "127.0.0.1", CIMultiDictProxy(CIMultiDict(headers)))
+    verifier = Verifier({"bench": "bench-secret"}, {}, 300, open_ingress=False)
+    now_s = time.time()
+    started = time.process_time()
+    for _ in range(requests):
+        verifier.verify(target, body, Scope.EVENTS, now_s)
+    return (time.process_time() - started) / requests * 1e6
+
+
 async def _redis_pid(redis_url: str) -> int:
     redis = Redis.from_url(redis_url)
     pid = int((await redis.info("server"))["process_id"])
@@ -412,9 +433,11 @@ async def _bind_customers(redis_url: str) -> None:
 
 
 async def _fresh_queue(redis_url: str) -> None:
-    """Empty Redis (the ingress runs left a backlog that would sit in front of the timed events), rebind."""
+    """Empty Redis (the ingress runs left a backlog that would sit in front of the timed events), initialise
+    its data epoch again (no process runs on it now), rebind."""
     redis = Redis.from_url(redis_url)
     await redis.flushdb()
+    await init_epoch(redis, 1)
     await redis.aclose()
     await _bind_customers(redis_url)
 
@@ -560,7 +583,12 @@ def busiest_second(times_ms: list[int]) -> float:
 
 
 async def _round(
-    plan: Plan, env: dict[str, str], urls: tuple[str, str], token: str, pids: dict[str, int]
+    plan: Plan,
+    env: dict[str, str],
+    urls: tuple[str, str],
+    token: str,
+    pids: dict[str, int],
+    archive_url: str | None = None,
 ) -> dict[str, Any]:
     """One A/B round: each baseline right beside the product figure read against it. `pids`: the Redis
     and simulator processes (for the CPU each spends per event)."""
@@ -575,8 +603,11 @@ async def _round(
     measured["C"] = _measured_load(sim_url, "template", seconds, {"sim": pids["sim"]}, token=token)
     measured["delivery"] = await _measure_delivery(plan, env, sim_url, redis_url, pids)
     got: dict[str, Any] = {name: rate for name, (rate, _) in measured.items()}
+    if archive_url:  # before the open loops, which empty Redis: it delivers the backlog the ingress left
+        got["archive"] = await _measure_archive(plan, env, urls, archive_url)
     got["cpu_us"] = {name: cpu for name, (_, cpu) in measured.items()}
     got["XADD"] = await _measure_xadd(redis_url, min(seconds, 2.0))
+    got["verify_us"] = measure_verify_us()
     # two client processes share 2 cores with the simulator, so the larger of the two runs is its floor
     got["SIM"] = max(got["C"], await _load_parallel(sim_url, "template", seconds, 2, token=token))
     got["stages_max"] = min(got["single"], got["delivery"])
@@ -597,7 +628,12 @@ async def run_bench(
     plan = Plan.make(quick, soak_s, profile_dir)
     rounds: list[dict[str, Any]] = []
     soak: dict[str, Any] | None = None
-    with tempfile.TemporaryDirectory(prefix="pushgw-bench-") as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix="pushgw-bench-") as tmp,
+        archive_bench.archive_server() as archive,
+    ):
+        if archive is not None:
+            await archive_bench.migrated(archive)
         async with _redis(Path(tmp)) as redis_url:
             await _bind_customers(redis_url)
             sim_port = _free_port()
@@ -607,7 +643,7 @@ async def run_bench(
                 token = await _sim_token(sim_url)
                 pids = {"redis": await _redis_pid(redis_url), "sim": sim.pid}
                 for _ in range(plan.rounds):  # A/B rounds: baseline and product alternate on the same cores
-                    rounds.append(await _round(plan, env, (redis_url, sim_url), token, pids))
+                    rounds.append(await _round(plan, env, (redis_url, sim_url), token, pids, archive))
                 if plan.soak_s > 0:
                     rate = statistics.median(r["e2e_at_pipeline"]["rate"] for r in rounds)
                     soak = await _measure_e2e(
@@ -640,7 +676,7 @@ def _median(rounds: list[dict[str, Any]], path: str) -> float:
 def summarise(rounds: list[dict[str, Any]], soak: dict[str, Any] | None, plan: Plan) -> dict[str, Any]:
     """Medians over the rounds of every figure (the JSON report; `render` prints it)."""
     names = ["H", "single", "single_uncoalesced", "batch", "XADD", "C", "SIM", "delivery", "stages_max"]
-    names += ["pipeline_max"]
+    names += ["pipeline_max", "verify_us", "archive.delivery", "archive.rows", "archive.drain"]
     names += [f"cpu_us.{measure}.{process}" for measure, process in CPU_ROWS]
     medians = {name: _median(rounds, name) for name in names}
     for run in E2E_RUNS:
@@ -718,6 +754,7 @@ def rows(report: dict[str, Any]) -> list[Row]:
             "C",
             ">= 0.70",
         ),
+        *_archive_rows(m),
         Row("narrower stage alone: min(single, delivery)", m["stages_max"], "events/s"),
         Row(
             "pipeline max, every process at once",
@@ -728,6 +765,15 @@ def rows(report: dict[str, Any]) -> list[Row]:
         ),
     ]
     out.append(Row("CPU per event (us of each process, same runs)", math.nan, ""))
+    out.append(
+        Row(
+            "  of which: signature verification (RFC 9421)",
+            m["verify_us"],
+            "us/request",
+            m["verify_us"] / m["cpu_us.single.gateway"],
+            "gateway",
+        )
+    )
     for measure, process in CPU_ROWS:
         value = m[f"cpu_us.{measure}.{process}"]
         base = CPU_BASELINES.get((measure, process))
@@ -777,6 +823,40 @@ def rows(report: dict[str, Any]) -> list[Row]:
         ),
     ]
     return out
+
+
+def _archive_rows(m: dict[str, float]) -> list[Row]:
+    """The archive's figures beside delivery (none when the run had no PostgreSQL)."""
+    delivered, rows, drain = (m.get(f"archive.{name}", math.nan) for name in ("delivery", "rows", "drain"))
+    if math.isnan(delivered):
+        return []
+    return [
+        Row("  same, with the archive on", delivered, "events/s", delivered / m["delivery"], "deliv"),
+        Row("  archived in the same run", rows, "rows/s", rows / delivered, "deliv", ">= 0.95"),
+        Row(
+            f"archive drain alone ({ARCHIVE_BACKLOG_ROWS} rows, 1 worker)",
+            drain,
+            "rows/s",
+            drain / m["delivery"],
+            "deliv",
+            ">= 2.00",
+        ),
+    ]
+
+
+async def _measure_archive(
+    plan: Plan, env: dict[str, str], urls: tuple[str, str], archive_url: str
+) -> dict[str, float]:
+    """A worker with PUSHGW_ARCHIVE_URL: delivered/s and archived rows/s in one run, then the archive
+    backlog's drain alone (loadtest/archive_bench.py)."""
+    redis_url, sim_url = urls
+    worker_env = {**env, "PUSHGW_ARCHIVE_URL": archive_url}
+    async with _process([*PUSHGW, "worker"], worker_env, sim_url + "/healthz") as worker:
+        delivered, rows = await archive_bench.with_deliveries(worker, plan.seconds, sim_url, archive_url)
+    await archive_bench.fill_backlog(redis_url, ARCHIVE_BACKLOG_ROWS)
+    async with _process([*PUSHGW, "worker"], worker_env, sim_url + "/healthz"):
+        drain = await archive_bench.drain_rate(redis_url, ARCHIVE_BACKLOG_ROWS)
+    return {"delivery": delivered, "rows": rows, "drain": drain}
 
 
 def _e2e_rows(title: str, figures: dict[str, Any]) -> list[Row]:

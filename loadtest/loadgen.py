@@ -50,7 +50,7 @@ async def _connection(
 ) -> None:
     while time.monotonic() < stop_at:
         path, body, events = _body(args, factory, tally.requests)
-        headers = signed_headers(args.key_id, args.secret, body)
+        headers = signed_headers(args.key_id, args.secret, "POST", path, body)
         async with session.post(args.url + path, data=body, headers=headers) as response:
             await response.read()
             ok = response.status < 300

@@ -39,7 +39,7 @@ async def _send(
     session: aiohttp.ClientSession, args: argparse.Namespace, event: dict[str, Any], intended_ms: float
 ) -> list[Any]:
     body = orjson.dumps(event)
-    headers = signed_headers(args.key_id, args.secret, body)
+    headers = signed_headers(args.key_id, args.secret, "POST", "/v1/events", body)
     try:
         async with session.post(args.url + "/v1/events", data=body, headers=headers) as response:
             await response.read()

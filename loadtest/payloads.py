@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 from itertools import count
 from typing import Any
 
-from gateway.auth import sign
+from gateway.core import signing
 
 TYPES = (
     "debit",
@@ -63,11 +63,9 @@ class EventFactory:
         }
 
 
-def signed_headers(key_id: str, secret: str, body: bytes) -> dict[str, str]:
-    timestamp = str(int(time.time()))
+def signed_headers(key_id: str, secret: str, method: str, target: str, body: bytes) -> dict[str, str]:
+    """JSON request headers signed by the ingress scheme (gateway/core/signing.py) for `method` `target`."""
     return {
         "Content-Type": "application/json",
-        "X-Pushgw-Key": key_id,
-        "X-Pushgw-Timestamp": timestamp,
-        "X-Pushgw-Signature": sign(secret, timestamp, body),
+        **signing.signed_headers(key_id, secret, method, target, body),
     }

@@ -25,7 +25,7 @@ import orjson
 from redis.asyncio.cluster import RedisCluster
 
 from gateway.core import keys
-from gateway.core.redis import connect, server_binary
+from gateway.core.redis import connect, init_epoch, server_binary
 from gateway.core.settings import Settings
 from loadtest.bench import (
     CUSTOMERS,
@@ -61,13 +61,16 @@ async def _topology(name: str, directory: Path) -> AsyncIterator[tuple[str, int]
 
 
 async def _fresh(redis_url: str, shards: int) -> None:
-    """Empty every primary and bind the load generator's customers."""
-    redis = connect(Settings(redis_url=redis_url, shards=shards, redis_timeout_s=10.0))
+    """Empty every primary, initialise the data epoch (no process runs on it now) and bind the load
+    generator's customers."""
+    settings = Settings(redis_url=redis_url, shards=shards, redis_timeout_s=10.0)
+    redis = connect(settings, epoch_guard=False)
     try:
         if isinstance(redis, RedisCluster):
             await redis.flushall(target_nodes=RedisCluster.PRIMARIES)
         else:
             await redis.flushall()
+        await init_epoch(redis, shards)
         async with redis.pipeline(transaction=False) as pipe:
             for index in range(CUSTOMERS):
                 binding = keys.binding(customer_id(index))

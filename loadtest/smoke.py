@@ -1,8 +1,9 @@
 """`make loadtest-smoke`: a short headless Locust run against a private `pushgw dev` stack on free ports.
 
 Starts `pushgw dev`, waits for its ingress, runs Locust (SteadyUser + E2EUser unless user classes are
-given) with CSV and HTML reports in build/loadtest/, stops the stack and exits with Locust's exit code
-(which applies the failure-ratio / p99 policy of the locustfile).
+given) with CSV and HTML reports in build/loadtest/, stops the stack and exits with Locust's exit code: the
+locustfile's policy (failure ratio, p99, exceptions), which Locust prints with its figures, pass or fail.
+`dev_stack()` is the same private stack for the tests.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.dev import free_port
@@ -32,6 +36,35 @@ def _wait_ready(url: str, timeout_s: float = 30.0) -> None:
     raise SystemExit(f"loadtest-smoke: {url} did not answer within {timeout_s:.0f} s")
 
 
+@dataclass(frozen=True)
+class DevStack:
+    host: str  # the gateway's ingress
+    sim_url: str  # the WeChat simulator
+
+
+@contextmanager
+def dev_stack(env: dict[str, str] | None = None) -> Iterator[DevStack]:
+    """A `pushgw dev` stack (embedded Redis, gateway, worker, simulator) on free loopback ports; stopped on
+    exit."""
+    port, sim_port = free_port(), free_port()
+    stack = DevStack(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{sim_port}")
+    pushgw = [sys.executable, "-c", "from gateway.cli import main; main()"]
+    dev = subprocess.Popen(
+        [*pushgw, "dev", "--port", str(port), "--sim-port", str(sim_port)],
+        env={**os.environ, "PUSHGW_LOG_LEVEL": "WARNING", **(env or {})},
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        _wait_ready(f"{stack.host}/readyz")
+        yield stack
+    finally:
+        dev.send_signal(signal.SIGINT)
+        try:
+            dev.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            dev.kill()
+
+
 def locust_command(host: str, reports: Path, users: int, spawn_rate: float, run_time: str) -> list[str]:
     """The headless Locust command line (also what the README shows)."""
     return [
@@ -48,30 +81,11 @@ def main() -> None:
     parser.add_argument("-t", "--run-time", default="20s")
     parser.add_argument("user_classes", nargs="*", default=["SteadyUser", "E2EUser"])
     args = parser.parse_args()
-    port, sim_port = free_port(), free_port()
-    host = f"http://127.0.0.1:{port}"
     REPORTS.mkdir(parents=True, exist_ok=True)
-    env = {
-        **os.environ,
-        "PUSHGW_LOG_LEVEL": "WARNING",
-        "PUSHGW_LOCUST_SIM_URL": f"http://127.0.0.1:{sim_port}",
-    }
-    pushgw = [sys.executable, "-c", "from gateway.cli import main; main()"]
-    dev = subprocess.Popen(
-        [*pushgw, "dev", "--port", str(port), "--sim-port", str(sim_port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-    )
-    try:
-        _wait_ready(f"{host}/readyz")
-        command = locust_command(host, REPORTS, args.users, args.spawn_rate, args.run_time)
+    with dev_stack() as stack:
+        env = {**os.environ, "PUSHGW_LOCUST_SIM_URL": stack.sim_url}
+        command = locust_command(stack.host, REPORTS, args.users, args.spawn_rate, args.run_time)
         code = subprocess.run([*command, *args.user_classes], env=env, check=False).returncode
-    finally:
-        dev.send_signal(signal.SIGINT)
-        try:
-            dev.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            dev.kill()
     sys.stdout.write(f"reports: {REPORTS}/smoke_stats.csv, {REPORTS}/smoke.html (exit {code})\n")
     sys.exit(code)
 

@@ -5,19 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from blockbuster import BlockBuster, blockbuster_ctx
 from redis.asyncio import Redis
+from redis.utils import get_lib_version
 
-from gateway.app import create_app
 from gateway.core.logs import JsonFormatter
+from gateway.core.redis import init_epoch
 from gateway.core.settings import Settings
 from tests.support import (
     APP_SECRET,
@@ -26,12 +28,33 @@ from tests.support import (
     Client,
     RedisServer,
     Running,
+    gateway_serving,
     stack_settings,
     tasks_shown_if_slow,
 )
 from wechatsim.app import SimConfig
 from wechatsim.app import create_app as create_sim
 from workers.worker import run_worker
+
+# where a blocking call made in the event loop fails a test: under a frame of our packages (a handler, a
+# worker's loops, the simulator, or what a test calls of them); the tests' own scaffolding (starting and
+# stopping servers, reading fixtures) is not scanned, as aiohttp's suite scans only aiohttp
+BLOCKING_SCANNED = ["gateway", "workers", "wechatsim", "loadtest"]
+# redis-py reads its own version from the package metadata (os.stat over sys.path) once per process, when
+# it makes its first connection, and caches it: done here, before any event loop runs
+get_lib_version()
+
+
+@pytest.fixture(autouse=True)
+def blockbuster(request: pytest.FixtureRequest) -> Iterator[BlockBuster | None]:
+    """In an async test, a blocking call (sleep, file or socket I/O, a lock, a subprocess wait) that our code
+    makes in the event loop fails the test with BlockingError, as in aiohttp's suite: one blocked loop stalls
+    every delivery, request and timer of a process. Sync tests (no loop) run without it."""
+    if not inspect.iscoroutinefunction(request.function):
+        yield None
+        return
+    with blockbuster_ctx(BLOCKING_SCANNED) as detector:
+        yield detector
 
 
 @pytest.fixture(scope="session")
@@ -44,18 +67,21 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 
 @pytest.fixture
 async def redis(redis_server: RedisServer) -> AsyncIterator[Redis]:
-    """A client of the session's server, emptied first (restarted first if a test stopped it)."""
+    """A client of the session's server, emptied first (restarted first if a test stopped it) and
+    initialised as a new deployment (its data epoch written: what `pushgw epoch init` does)."""
     if redis_server.process is None or redis_server.process.poll() is not None:
-        redis_server.start()
+        await asyncio.to_thread(redis_server.start)  # it waits for the server: not in the event loop
     client = Redis.from_url(redis_server.url, decode_responses=True)
     await client.flushall()
+    await init_epoch(client, shards=1)
     yield client
     await client.aclose()
 
 
 @pytest.fixture
-def settings_for(redis_server: RedisServer) -> Callable[..., Settings]:
-    """Settings for this test's stack; keyword arguments override fields."""
+def settings_for(redis_server: RedisServer, redis: Redis) -> Callable[..., Settings]:
+    """Settings for this test's stack (over the emptied, initialised Redis); keyword arguments override
+    fields."""
 
     def build(**overrides: Any) -> Settings:
         return stack_settings(redis_server.url, **overrides)
@@ -109,7 +135,7 @@ async def stack_for(redis: Redis, settings_for: Callable[..., Settings]) -> Asyn
     async def build(workers: int = 1, sim_config: SimConfig | None = None, **overrides: Any) -> Stack:
         sim = await Running(create_sim(sim_config or SimConfig(apps={APPID: APP_SECRET}))).start()
         settings = settings_for(wechat_base_url=sim.url, **overrides)
-        gateway = await Running(create_app(settings)).start()
+        gateway = await gateway_serving(settings).start()
         stack = Stack(settings, Client(session, gateway.url), sim.url, redis, session)
         for index in range(workers):
             stack.start_worker(name=f"w{index}")
@@ -124,11 +150,6 @@ async def stack_for(redis: Redis, settings_for: Callable[..., Settings]) -> Asyn
             await gateway.stop()
             await sim.stop()
         await session.close()
-
-
-@pytest.fixture
-def tmp_dir(tmp_path: Path) -> Path:
-    return tmp_path
 
 
 _NEVER_LOGGED = ("6222020200001234", SECRET, APP_SECRET)  # make_event's account and the fixture secrets

@@ -17,10 +17,14 @@ from typing import Any
 import aiohttp
 import orjson
 from aiohttp import web
+from redis import Redis as SyncRedis
 
-from gateway.auth import sign
-from gateway.core.redis import embedded_server_binary, server_command
+from gateway.app import create_app
+from gateway.core import keys, signing
+from gateway.core.redis import Epoch, embedded_server_binary, server_command
 from gateway.core.settings import Settings
+from gateway.transport import GatewayRunner
+from workers.render import client_msg_id
 
 KEY_ID = "cbs"
 SECRET = "test-ingress-secret"  # noqa: S105 - a fixture key
@@ -34,7 +38,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def test_server_binary() -> str:
+def server_binary_for_tests() -> str:
     """PUSHGW_TEST_REDIS=valkey picks the embedded valkey-server; otherwise redis-server from PATH, else
     the embedded one (so the suite runs on a bare machine too)."""
     if os.environ.get("PUSHGW_TEST_REDIS") == "valkey":
@@ -46,7 +50,7 @@ class RedisServer:
     """A redis-server process with AOF (appendfsync always) that tests may kill, pause and restart."""
 
     def __init__(self, directory: Path) -> None:
-        self.binary = test_server_binary()
+        self.binary = server_binary_for_tests()
         self.directory = directory
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
@@ -82,6 +86,15 @@ class RedisServer:
         self.process.wait(timeout=10)
         self.process = None
 
+    def fresh(self) -> None:
+        """Empty it (started first if a test stopped it) and initialise its data epoch, as `pushgw epoch
+        init` does for a new deployment: for tests that run `pushgw` processes without the `redis` fixture."""
+        if self.process is None or self.process.poll() is not None:
+            self.start()
+        with SyncRedis.from_url(self.url) as client:
+            client.flushall()
+            client.hset(keys.EPOCH, mapping=Epoch.new("init").fields())
+
 
 class Running:
     """An aiohttp app served on a free loopback port. Stopping waits at most SHUTDOWN_WAIT_S for requests
@@ -89,10 +102,10 @@ class Running:
 
     SHUTDOWN_WAIT_S = 10.0
 
-    def __init__(self, app: web.Application) -> None:
+    def __init__(self, app: web.Application, runner: web.AppRunner | None = None) -> None:
         self.app = app
         self.port = free_port()
-        self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=self.SHUTDOWN_WAIT_S)
+        self.runner = runner or web.AppRunner(app, access_log=None, shutdown_timeout=self.SHUTDOWN_WAIT_S)
 
     @property
     def url(self) -> str:
@@ -107,15 +120,26 @@ class Running:
         await self.runner.cleanup()
 
 
+def gateway_serving(settings: Settings) -> Running:
+    """The gateway app of `settings` served as `pushgw gateway` serves it: its connections guarded by
+    gateway/transport.py (header, body and idle deadlines, the connection cap, the error shape)."""
+    app = create_app(settings)
+    return Running(app, GatewayRunner(app, settings))
+
+
 def signed_headers(
-    body: bytes, *, key_id: str = KEY_ID, secret: str = SECRET, at_s: int | None = None
+    body: bytes,
+    *,
+    method: str = "POST",
+    target: str = "/v1/events",
+    key_id: str = KEY_ID,
+    secret: str = SECRET,
+    at_s: int | None = None,
 ) -> dict[str, str]:
-    timestamp = str(int(time.time()) if at_s is None else at_s)
+    """JSON request headers signed for `method` and `target` (path and query), created at `at_s`."""
     return {
         "Content-Type": "application/json",
-        "X-Pushgw-Key": key_id,
-        "X-Pushgw-Timestamp": timestamp,
-        "X-Pushgw-Signature": sign(secret, timestamp, body),
+        **signing.signed_headers(key_id, secret, method, target, body, created_s=at_s),
     }
 
 
@@ -136,7 +160,7 @@ class Client:
         headers: dict[str, str] | None = None,
     ) -> tuple[int, Any]:
         body = raw if raw is not None else (b"" if data is None else orjson.dumps(data))
-        sent = signed_headers(body) if headers is None else headers
+        sent = signed_headers(body, method=method, target=path) if headers is None else headers
         async with self.session.request(method, self.url + path, data=body, headers=sent) as response:
             payload = await response.read()
             return response.status, orjson.loads(payload) if payload else None
@@ -150,6 +174,11 @@ class Client:
 
 
 _sequence = iter(range(10**9))
+
+
+def sent_as(event: dict[str, Any], source: str = KEY_ID) -> str:
+    """The client_msg_id an event of `source` reaches WeChat with (`workers.render.client_msg_id`)."""
+    return client_msg_id(source, event["event_id"])
 
 
 def make_event(**overrides: Any) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from gateway.cli import build_parser, flag_name, settings_table
 from gateway.core.settings import ConfigError, RateLimit, Settings, setting_specs
 
 ROOT = Path(__file__).resolve().parent.parent
-CLI_MODULES = {"gateway/cli.py", "gateway/dev.py", "gateway/dlq_cli.py"}
+CLI_MODULES = {"gateway/cli.py", "gateway/dev.py"}  # the only gateway modules that import workers (lazily)
 
 
 def test_readme_settings_table_is_the_generated_one() -> None:
@@ -24,7 +25,7 @@ def test_readme_settings_table_is_the_generated_one() -> None:
 
 def test_every_setting_is_a_flag_of_gateway_and_worker() -> None:
     parser = build_parser()
-    for command in (["gateway"], ["worker"], ["dlq", "list"]):
+    for command in (["gateway"], ["worker"], ["dlq", "list"], ["events", "show", "E1"]):
         args = parser.parse_args(command)
         for spec in setting_specs():
             assert hasattr(args, spec.name), (command, flag_name(spec.name))
@@ -35,6 +36,17 @@ def test_readme_opens_with_the_two_commands() -> None:
     blocks = [part.split("```", 1)[0].strip() for part in readme.split("```sh\n")[1:3]]
     assert blocks == ["make run", "make test"]
     assert "make test" in (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+
+
+def test_the_contract_is_in_the_repository_and_every_doc_link_resolves() -> None:
+    """A clone has no ../shared: the contract lives in docs/, and no README or docs link leaves the tree."""
+    assert "## Stable interfaces" in (ROOT / "docs" / "design.md").read_text(encoding="utf-8")
+    assert "## 5. Safe mode" in (ROOT / "docs" / "wechat_api.md").read_text(encoding="utf-8")
+    for page in [ROOT / "README.md", *(ROOT / "docs").glob("*.md")]:
+        text = page.read_text(encoding="utf-8")
+        assert "../shared" not in text, page.name
+        for target in re.findall(r"\]\(([^)#:]+\.md)(?:#[^)]*)?\)", text):
+            assert (page.parent / target).is_file(), (page.name, target)
 
 
 def _imports(path: Path) -> set[str]:
@@ -61,6 +73,23 @@ def test_dependency_direction(package: str) -> None:
             assert not ingress, relative
         elif relative not in CLI_MODULES and relative.startswith("gateway/"):
             assert not {m for m in imported if m.split(".")[0] == "workers"}, relative
+    if package == "gateway":  # and there only inside functions: `pushgw gateway` never loads the workers
+        for relative in CLI_MODULES - {"gateway/dev.py"}:
+            tree = ast.parse((ROOT / relative).read_text(encoding="utf-8"))
+            top = {n.module for n in tree.body if isinstance(n, ast.ImportFrom) and n.module}
+            assert not {m for m in top if m.split(".")[0] == "workers"}, relative
+
+
+def test_operator_commands_live_in_gateway_ops_and_the_dlq_cli_beside_the_dead_letters() -> None:
+    """docs/style.md's layout: operator commands in gateway/ops/, the dlq CLI in workers/."""
+    assert {p.name for p in (ROOT / "gateway" / "ops").glob("*.py")} >= {
+        "reconcile.py",
+        "epoch.py",
+        "lookups.py",
+    }
+    assert (ROOT / "workers" / "dlq_cli.py").is_file()
+    for old in ("gateway/reconcile.py", "gateway/epoch_cli.py", "gateway/dlq_cli.py"):
+        assert not (ROOT / old).exists(), old
 
 
 def test_only_settings_reads_the_environment() -> None:

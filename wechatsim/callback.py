@@ -1,9 +1,10 @@
 """Delivery-finished events: TEMPLATESENDJOBFINISH XML posted to the account's server URL (WECHAT_API.md s.4).
 
-Configured by `PUSHGW_SIM_CALLBACK_URL` / `PUSHGW_SIM_CALLBACK_TOKEN`, or at run time by the `callback`
-section of `PUT /sim/faults` (every key optional; unknown keys are refused):
+Configured by `PUSHGW_SIM_CALLBACK_URL` / `PUSHGW_SIM_CALLBACK_TOKEN` / `PUSHGW_SIM_ENCODING_AES_KEY`, or at
+run time by the `callback` section of `PUT /sim/faults` (every key optional; unknown keys are refused):
 
     {"url": "http://127.0.0.1:8080/wechat/callback", "token": "...",
+     "encoding_aes_key": "...",     # 43 characters: post in safe mode (WECHAT_API.md s.5)
      "user_block_rate": 0.0,        # share of "failed:user block"
      "system_failed_rate": 0.0,     # share of "failed: system failed"
      "duplicate_rate": 0.0,         # probability that an event is posted twice
@@ -11,14 +12,20 @@ section of `PUT /sim/faults` (every key optional; unknown keys are refused):
      "retry_delay_ms": 500}         # wait between tries (3 tries in all, as WeChat)
 
 Each request carries `signature/timestamp/nonce` with `signature = sha1("".join(sorted([token, timestamp,
-nonce])))`. A try succeeds when the answer is HTTP 200 with a body of `success` or nothing. The status and
-the double are drawn when the message is delivered (from the faults' seed), so a seed replays them.
-Posting runs in a fixed set of tasks owned by the app (`CallbackPoster.run`), never fire-and-forget.
+nonce])))`. With an EncodingAESKey it is a safe-mode post, as WeChat sends one: the query adds
+`encrypt_type=aes&msg_signature=` (sha1 of token, timestamp, nonce and Encrypt, sorted) and the body is
+`<xml><ToUserName/><Encrypt/></xml>`, Encrypt being `base64(AES-256-CBC(key=AESKey,
+iv=AESKey[:16])(random16 + len(msg) as 4 bytes big-endian + msg + appid, PKCS#7-padded to 32 bytes))`.
+A try succeeds when the answer is HTTP 200 with a body of `success` or nothing. The status and the double
+are drawn when the message is delivered (from the faults' seed), so a seed replays them. Posting runs in a
+fixed set of tasks owned by the app (`CallbackPoster.run`), never fire-and-forget.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import hashlib
 import logging
 import secrets
@@ -27,6 +34,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import aiohttp
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 __all__ = [
     "CallbackConfig",
@@ -34,8 +42,10 @@ __all__ = [
     "CallbackPoster",
     "CallbackStats",
     "FinishEvent",
+    "aes_key",
     "finish_xml",
     "parse_callback",
+    "safe_mode_post",
     "signature",
 ]
 
@@ -45,8 +55,18 @@ TRIES = 3
 QUEUE_LIMIT = 100_000
 SUCCESS, USER_BLOCK, SYSTEM_FAILED = "success", "failed:user block", "failed: system failed"
 _KEYS = frozenset(
-    {"url", "token", "user_block_rate", "system_failed_rate", "duplicate_rate", "timeout_s", "retry_delay_ms"}
+    {
+        "url",
+        "token",
+        "encoding_aes_key",
+        "user_block_rate",
+        "system_failed_rate",
+        "duplicate_rate",
+        "timeout_s",
+        "retry_delay_ms",
+    }
 )
+PAD_BLOCK_BYTES = 32  # safe mode pads to 32 bytes, not to the AES block of 16
 
 
 class CallbackError(ValueError):
@@ -59,6 +79,7 @@ class CallbackConfig:
 
     url: str | None = None
     token: str = field(default="", repr=False)
+    encoding_aes_key: str = field(default="", repr=False)  # set: safe-mode posts
     user_block_rate: float = 0.0
     system_failed_rate: float = 0.0
     duplicate_rate: float = 0.0
@@ -70,6 +91,7 @@ class CallbackConfig:
         return {
             "url": self.url,
             "token_set": bool(self.token),
+            "safe_mode": bool(self.encoding_aes_key),
             "user_block_rate": self.user_block_rate,
             "system_failed_rate": self.system_failed_rate,
             "duplicate_rate": self.duplicate_rate,
@@ -104,6 +126,29 @@ def _text(raw: object, name: str) -> str:
     return raw
 
 
+def aes_key(encoding_aes_key: str) -> bytes:
+    """The 32-byte AESKey of a 43-character EncodingAESKey (`base64_decode(key + "=")`); else ValueError."""
+    if len(encoding_aes_key) != 43 or not encoding_aes_key.isascii():
+        raise ValueError("an EncodingAESKey must be 43 characters of base64")
+    try:
+        key = base64.b64decode(encoding_aes_key + "=", validate=True)
+    except binascii.Error:
+        raise ValueError("an EncodingAESKey must be 43 characters of base64") from None
+    if len(key) != 32:
+        raise ValueError("an EncodingAESKey must decode to 32 bytes")
+    return key
+
+
+def _encoding_aes_key(raw: object) -> str:
+    key = _text(raw, "encoding_aes_key")
+    if key:
+        try:
+            aes_key(key)
+        except ValueError:
+            raise CallbackError("callback.encoding_aes_key must be 43 characters of base64") from None
+    return key
+
+
 def parse_callback(raw: object) -> CallbackConfig:
     """A CallbackConfig from decoded JSON; raises CallbackError naming the first bad field."""
     if not isinstance(raw, Mapping):
@@ -117,6 +162,7 @@ def parse_callback(raw: object) -> CallbackConfig:
     config = CallbackConfig(
         url=url or None,
         token=_text(raw.get("token", ""), "token"),
+        encoding_aes_key=_encoding_aes_key(raw.get("encoding_aes_key", "")),
         user_block_rate=_rate(raw.get("user_block_rate", 0), "user_block_rate"),
         system_failed_rate=_rate(raw.get("system_failed_rate", 0), "system_failed_rate"),
         duplicate_rate=_rate(raw.get("duplicate_rate", 0), "duplicate_rate"),
@@ -131,6 +177,36 @@ def parse_callback(raw: object) -> CallbackConfig:
 def signature(token: str, timestamp: str, nonce: str) -> str:
     """WeChat's server-URL signature: hex sha1 of the three strings sorted and joined."""
     return hashlib.sha1("".join(sorted([token, timestamp, nonce])).encode()).hexdigest()  # noqa: S324
+
+
+def _seal(key: bytes, message: bytes, appid: str) -> str:
+    """The Encrypt text of a safe-mode post: the message and appid, padded, encrypted, base64."""
+    plain = secrets.token_bytes(16) + len(message).to_bytes(4, "big") + message + appid.encode()
+    pad = PAD_BLOCK_BYTES - len(plain) % PAD_BLOCK_BYTES
+    encryptor = Cipher(algorithms.AES(key), modes.CBC(key[:16])).encryptor()
+    sealed = encryptor.update(plain + bytes([pad]) * pad) + encryptor.finalize()
+    return base64.b64encode(sealed).decode()
+
+
+def safe_mode_post(
+    config: CallbackConfig, appid: str, message: bytes, timestamp: str, nonce: str
+) -> tuple[dict[str, str], bytes]:
+    """The query and body of a safe-mode post of `message` (config.encoding_aes_key must be set)."""
+    encrypt = _seal(aes_key(config.encoding_aes_key), message, appid)
+    params = {
+        "signature": signature(config.token, timestamp, nonce),
+        "timestamp": timestamp,
+        "nonce": nonce,
+        "encrypt_type": "aes",
+        "msg_signature": hashlib.sha1(  # noqa: S324 - WeChat's scheme is SHA1
+            "".join(sorted([config.token, timestamp, nonce, encrypt])).encode()
+        ).hexdigest(),
+    }
+    body = (
+        f"<xml><ToUserName><![CDATA[{account_id(appid)}]]></ToUserName>"
+        f"<Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>"
+    ).encode()
+    return params, body
 
 
 def account_id(appid: str) -> str:
@@ -235,17 +311,27 @@ class CallbackPoster:
         config, body = event.config, finish_xml(event)
         for attempt in range(1, TRIES + 1):
             self._stats().tries += 1
-            if await self._try(session, config, body):
+            if await self._try(session, config, event.appid, body):
                 self._record(event, attempt, acknowledged=True)
                 return
             if attempt < TRIES and config.retry_delay_ms:
                 await asyncio.sleep(config.retry_delay_ms / 1000)
         self._record(event, TRIES, acknowledged=False)
 
-    async def _try(self, session: aiohttp.ClientSession, config: CallbackConfig, body: bytes) -> bool:
+    async def _try(
+        self, session: aiohttp.ClientSession, config: CallbackConfig, appid: str, message: bytes
+    ) -> bool:
+        """One post, signed (and in safe mode sealed) afresh: each try has its own timestamp and nonce."""
         timestamp, nonce = str(int(self._clock())), secrets.token_hex(8)
-        sign = signature(config.token, timestamp, nonce)
-        params = {"signature": sign, "timestamp": timestamp, "nonce": nonce}
+        if config.encoding_aes_key:
+            params, body = safe_mode_post(config, appid, message, timestamp, nonce)
+        else:
+            params = {
+                "signature": signature(config.token, timestamp, nonce),
+                "timestamp": timestamp,
+                "nonce": nonce,
+            }
+            body = message
         timeout = aiohttp.ClientTimeout(total=config.timeout_s)
         assert config.url is not None  # noqa: S101 - only events with a url are queued
         try:

@@ -35,10 +35,13 @@ class Template:
         return {name: getattr(self, name) for name in _TEMPLATE_FIELDS}
 
 
+# read at import: the simulator's state is built inside a running event loop, where a file read blocks it
+_TEXT = resources.files(__package__).joinpath("templates.json").read_bytes()
+
+
 @cache
 def _raw() -> dict[str, object]:
-    text = resources.files(__package__).joinpath("templates.json").read_bytes()
-    loaded = orjson.loads(text)
+    loaded = orjson.loads(_TEXT)
     if not isinstance(loaded, dict):
         raise TypeError("templates.json must hold an object")
     return loaded

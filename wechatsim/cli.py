@@ -11,7 +11,7 @@ import orjson
 from aiohttp import web
 
 from wechatsim.app import create_app
-from wechatsim.callback import CallbackConfig
+from wechatsim.callback import CallbackConfig, aes_key
 from wechatsim.config import SimConfig
 from wechatsim.faults import FaultConfig, FaultError, parse_faults
 
@@ -67,7 +67,8 @@ def config_from_env(environ: Mapping[str, str]) -> SimConfig:
     and the optional `PUSHGW_SIM_TOKEN_OVERLAP_S`, `PUSHGW_SIM_DEDUP_WINDOW_S`, `PUSHGW_SIM_DAILY_QUOTA`,
     `PUSHGW_SIM_MINUTE_QUOTA`, `PUSHGW_SIM_QPS` (sends per second per app, 0: none),
     `PUSHGW_SIM_FAULTS_FILE` (a JSON file of the `PUT /sim/faults` shape, in force from the start and after
-    a reset), `PUSHGW_SIM_CALLBACK_URL` and `PUSHGW_SIM_CALLBACK_TOKEN` (finish events; see callback.py).
+    a reset), `PUSHGW_SIM_CALLBACK_URL`, `PUSHGW_SIM_CALLBACK_TOKEN` and `PUSHGW_SIM_ENCODING_AES_KEY`
+    (finish events, in safe mode when the key is set; see callback.py).
     Raises ValueError naming the variable on a bad value.
     """
     raw_apps = environ.get("PUSHGW_SIM_APPS") or DEFAULT_APPS
@@ -114,7 +115,14 @@ def _callback(environ: Mapping[str, str]) -> CallbackConfig | None:
         return None
     if not url.startswith(("http://", "https://")):
         raise ValueError(f"PUSHGW_SIM_CALLBACK_URL: bad value {url!r} (must be an http(s) URL)")
-    return CallbackConfig(url=url, token=environ.get("PUSHGW_SIM_CALLBACK_TOKEN", ""))
+    encoding_aes_key = environ.get("PUSHGW_SIM_ENCODING_AES_KEY", "").strip()
+    if encoding_aes_key:
+        try:
+            aes_key(encoding_aes_key)
+        except ValueError as exc:  # the key itself is not shown: it is a secret
+            raise ValueError(f"PUSHGW_SIM_ENCODING_AES_KEY: bad value ({exc})") from None
+    token = environ.get("PUSHGW_SIM_CALLBACK_TOKEN", "")
+    return CallbackConfig(url=url, token=token, encoding_aes_key=encoding_aes_key)
 
 
 async def serve(host: str, port: int, config: SimConfig) -> None:

@@ -33,6 +33,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from gateway.core import metrics
+from gateway.core.logs import bound
 from gateway.core.redis import RedisClient
 from gateway.core.settings import Settings
 
@@ -100,6 +101,12 @@ class Consumer:
         self._cluster = isinstance(redis, RedisCluster)
         self._rotation = itertools.cycle(sorted(by_shard(self._streams)))
         self._shard_down_until: dict[int, float] = {}  # monotonic s: a cluster shard left out after a failure
+
+    @property
+    def free_slots(self) -> int:
+        """Delivery slots neither a task nor a loop holds (a blocking read holds those it would fill): exactly
+        `concurrency` once the loops have returned and no task is left."""
+        return self._slots._value  # asyncio.Semaphore keeps its count there; it has no public getter
 
     async def read_loop(self, stopping: asyncio.Event) -> None:
         """Read new entries until `stopping` is set."""
@@ -288,9 +295,11 @@ class Consumer:
             await self._handle(shard, entry_id, fields)
             self.handled += 1
         except (RedisError, OSError) as exc:
-            log.warning("%s entry left pending for reclaim: %s", self._group, type(exc).__name__)
+            with bound(event_id=fields.get("did") or fields.get("eid", "")):  # the line is about that event
+                log.warning("%s entry left pending for reclaim: %s", self._group, type(exc).__name__)
         except Exception:
-            log.exception("%s entry failed unexpectedly; left pending for reclaim", self._group)
+            with bound(event_id=fields.get("did") or fields.get("eid", "")):
+                log.exception("%s entry failed unexpectedly; left pending for reclaim", self._group)
         finally:
             inflight.dec()
             self._slots.release()

@@ -13,6 +13,7 @@ from typing import Any, cast
 import orjson
 
 from gateway.core import keys
+from gateway.core.masking import mask_account
 from gateway.core.redis import RedisClient
 from gateway.core.scripts import Scripts
 from gateway.core.settings import Settings
@@ -30,13 +31,16 @@ class DeadLetter:
     records: list[str]
     critical: bool
     notice_type: str | None = None  # set for a status notice to core banking, None for a delivery
+    accounts: tuple[str, ...] = ()  # masked (****1234), one per event carried (a digest carries several)
 
     def row(self) -> dict[str, Any]:
-        """What an operator may see: ids, reason and times; never the event body or account."""
+        """What an operator may see: ids, the masked account, reason and times; never the event body."""
+        shown = sorted(set(self.accounts))
         return {
             "dead_id": f"{self.shard}:{self.dead_id}",
             "event_id": self.message_id,
             "customer_id": self.customer_id,
+            **({"account": shown[0]} if len(shown) == 1 else {"accounts": shown} if shown else {}),
             "reason": self.reason,
             "attempts": self.attempts,
             "dead_at": datetime.fromtimestamp(self.at_ms / 1000, UTC).isoformat(timespec="seconds"),
@@ -57,7 +61,14 @@ def _parse(shard: int, dead_id: str, fields: dict[str, str]) -> DeadLetter:
         at_ms=int(fields.get("at", 0)),
         records=[keys.event(shard, item["src"], item["eid"]) for item in items],
         critical=entry.get("pri") == "critical",
+        accounts=tuple(_masked_account(item) for item in items if item.get("ev")),
     )
+
+
+def _masked_account(item: dict[str, str]) -> str:
+    """The masked account of the event an entry item carries (its `ev`, the event as accepted)."""
+    account = orjson.loads(item["ev"]).get("account")
+    return mask_account(account) if isinstance(account, str) and account else "****"
 
 
 def _parse_notice(shard: int, dead_id: str, fields: dict[str, str]) -> DeadLetter:

@@ -2,7 +2,8 @@
 
 Every path ends in one `finish` script call that writes the status and acknowledges the entry atomically;
 an exception before that leaves the entry pending, so another worker reclaims it after the visibility
-timeout. WeChat's client_msg_id (the event id) makes such a second send harmless.
+timeout. WeChat's client_msg_id (the source and event id, `workers.render.client_msg_id`) makes such a
+second send harmless.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -22,6 +24,7 @@ from gateway.core import clock, keys, metrics
 from gateway.core.coalesce import Coalescer
 from gateway.core.event import Event
 from gateway.core.logs import bound
+from gateway.core.recipient import recipient_hash
 from gateway.core.redis import AnyPipeline, RedisClient, text_map
 from gateway.core.scripts import Scripts
 from gateway.core.settings import Settings
@@ -40,6 +43,18 @@ SUSPEND_S = 600.0
 # is safe only within that window (a minute kept for clocks and the send's own time)
 UNCLEAR_RESEND_WINDOW_S = 540
 _KEEPS_ENTRY = frozenset({EventStatus.RETRYING, EventStatus.DEAD_LETTERED})
+
+
+_GAVE_UP = ("max_attempts", "max_age")  # dead-letter reasons followed by the last attempt's errcode label
+
+
+def dead_letter_label(reason: str) -> str:
+    """The bounded `reason` label of pushgw_dead_letters_total: `max_attempts: <errcode>` and `max_age:
+    <errcode>` as recorded (the errcode is the bounded label of workers/wechat.py: `-1`, `45009`,
+    `http_503`, `timeout`, ...), else the reason's kind alone (`render`, `unknown_appid`, `47003`): never
+    the free text after it (an appid, a render detail)."""
+    kind, _, detail = reason.partition(":")
+    return f"{kind}: {detail.strip()}" if kind in _GAVE_UP and detail.strip() else kind
 
 
 def _raised(results: list[Any]) -> list[Any]:
@@ -168,6 +183,7 @@ class Deliverer:
         self._senders = {account.appid: account for account in (*accounts, sender)}
         self._templates = templates
         self._uniform = uniform
+        self.outcomes: Counter[str] = Counter()  # what each handled entry came to (the shutdown summary)
         # deliveries running at once share Redis round trips: one delivery's lookup (an Entry) goes out with
         # another's Finish, so there are about half as many pipelines as with a coalescer for each
         self._round_trips: Coalescer[Entry | Finish] = Coalescer(
@@ -189,6 +205,7 @@ class Deliverer:
             if all(status is not None and EventStatus(status).is_final for status in statuses):
                 # the delivered-ledger: a reclaimed entry whose records are final is only acknowledged
                 await self._redis.xack(entry.stream, keys.GROUP, entry.entry_id)
+                self.outcomes["already_final"] += 1
                 return
             if binding.get("status") != "active":
                 reason = "no_binding" if not binding else f"binding_{binding.get('status')}"
@@ -244,7 +261,7 @@ class Deliverer:
         events = entry.events
         if entry.is_digest:
             return render_digest(templates, entry.message_id, events, openid)
-        return render_event(templates, events[0], openid)
+        return render_event(templates, events[0], openid, entry.fields["src"])
 
     async def _send(self, entry: Entry, message: dict[str, Any], openid: str, sender: Sender) -> None:
         unclear_since_ms = entry.unclear_since_ms
@@ -298,7 +315,9 @@ class Deliverer:
     ) -> None:
         outcome = verdict.outcome
         if outcome is Outcome.DELIVERED:
-            await self._finish(entry, EventStatus.DELIVERED, attempt, msgid=answer.msgid or "")
+            msgid = answer.msgid or ""
+            to_hash = recipient_hash(msgid, openid) if msgid else ""
+            await self._finish(entry, EventStatus.DELIVERED, attempt, msgid=msgid, to_hash=to_hash)
             latency = metrics.CRITICAL_DELIVERY_LATENCY if entry.critical else metrics.DELIVERY_LATENCY
             latency.observe(max(0, clock.now_ms() - entry.accepted_ms) / 1000)
         elif outcome is Outcome.PERMANENT:
@@ -358,6 +377,7 @@ class Deliverer:
         *,
         error: str = "",
         msgid: str = "",
+        to_hash: str = "",
         due_ms: int = 0,
     ) -> None:
         args = {
@@ -369,14 +389,16 @@ class Deliverer:
             "attempts": attempts,
             "last_error": error,
             "msgid": msgid,
+            "to_hash": to_hash,  # the recipient a finish event must name (gateway/core/recipient.py)
             "retry_due_ms": due_ms,
             # only a retry or a dead letter keeps the entry (finish.lua reads it for nothing else)
             "entry_json": entry.to_json(attempts) if status in _KEEPS_ENTRY else b"",
         }
         # shielded: once WeChat answered, the outcome must be recorded even if this task is cancelled
         _raised(await asyncio.shield(self._round_trips.enqueue(Finish(entry, args))))
+        self.outcomes[status.value] += 1
         if status is EventStatus.DEAD_LETTERED:
-            metrics.child(metrics.DEAD_LETTERS, error.split(":")[0]).inc()
+            metrics.child(metrics.DEAD_LETTERS, dead_letter_label(error)).inc()
         if status is EventStatus.NO_BINDING:
             metrics.child(metrics.DELIVERIES, "no_binding", "none").inc()
         log.info("delivery %s", status.value, extra={"attempt": attempts, "reason": error or None})

@@ -28,6 +28,7 @@ import hmac
 import logging
 import random
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -209,6 +210,7 @@ class Notifier:
         self._scripts = scripts
         self._uniform = uniform
         self._session: aiohttp.ClientSession | None = None
+        self.outcomes: Counter[str] = Counter()  # what each handled notice came to (the shutdown summary)
 
     async def close(self) -> None:
         """Close the HTTP session (if one was opened)."""
@@ -318,6 +320,7 @@ class Notifier:
         if not recorded:  # another consumer finished this entry first
             return
         counted = "retried" if outcome == "retry" else outcome
+        self.outcomes[counted] += 1
         metrics.NOTICES.labels(counted, notice.type_label).inc()
         level = logging.INFO if outcome in ("sent", "retry") else logging.WARNING
         log.log(level, "notice %s", counted, extra={"type": notice.type_label, "reason": reason or None})

@@ -1,26 +1,32 @@
 """Render an event (or a digest of held events) into a WeChat template message, within WeChat's value rules.
 
-The account shows as 尾号1234, amounts as 1,234.56元, times in Asia/Shanghai. Each value is checked against
-its key's category rule (WECHAT_API.md s.2); text is cut to fit, a value that cannot fit raises RenderError.
+The account shows as 尾号1234, amounts as 1,234.56元, times in Asia/Shanghai (`gateway.core.display`,
+which the ingress validator shares: what it accepts renders), free text masked and without invisible
+characters (`gateway.core.masking`). Each value is checked against its key's category rule (WECHAT_API.md
+s.2); text is cut to fit, an optional value that cannot be shown is left out, a required one that cannot
+raises RenderError.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta, timezone
-from decimal import ROUND_DOWN, Decimal
+from datetime import datetime
+from decimal import Decimal
 from importlib import resources
 from typing import Any
 
+from gateway.core.display import AMOUNT_DIGITS, digit_count
+from gateway.core.display import SHANGHAI as SHANGHAI
+from gateway.core.display import RenderError as RenderError
+from gateway.core.display import format_amount as format_amount
+from gateway.core.display import format_time as format_time
 from gateway.core.event import Event, EventType
 from gateway.core.masking import account_tail, mask_digit_runs
 
-# Asia/Shanghai has been UTC+8 without daylight saving since 1991; a fixed offset needs no tz database.
-SHANGHAI = timezone(timedelta(hours=8), "Asia/Shanghai")
-_SYMBOLS = {"CNY": ("", "元"), "USD": ("$", ""), "EUR": ("€", ""), "GBP": ("£", ""), "JPY": ("¥", "")}
 OUTFLOWS = frozenset(
     {
         EventType.DEBIT,
@@ -31,10 +37,10 @@ OUTFLOWS = frozenset(
     }
 )
 _CHINESE = re.compile(r"^[\u4e00-\u9fff]+$")
-
-
-class RenderError(ValueError):
-    """The event cannot be shown within WeChat's rules (a configuration or data problem: dead-letter it)."""
+# WeChat documents no maximum for the template send's client_msg_id; its mass send's `clientmsgid` takes 64
+# bytes at most (errcode 45067 past it), so ours keep to that (docs/wechat_api.md s.2)
+CLIENT_MSG_ID_MAX = 64
+_PACKAGED_TEMPLATES = resources.files("workers").joinpath("templates.json").read_text(encoding="utf-8")
 
 
 @dataclass(frozen=True)
@@ -47,7 +53,8 @@ class Templates:
 
     @staticmethod
     def load() -> Templates:
-        raw = json.loads(resources.files("workers").joinpath("templates.json").read_text(encoding="utf-8"))
+        """The packaged templates (read at import: a worker loads them inside its event loop)."""
+        raw = json.loads(_PACKAGED_TEMPLATES)
         raw.pop("comment", None)
         return Templates(**raw)
 
@@ -64,28 +71,6 @@ class Templates:
         )
 
 
-def format_amount(amount: str, currency: str) -> str:
-    """1234.5 CNY -> 1,234.50元. From 100 million on, whole units (cut, never rounded up), so a large
-    transfer still gets its alert within WeChat's 10 digits. Raises RenderError past 10 digits of units."""
-    prefix, suffix = _SYMBOLS[currency]
-    value = Decimal(amount)
-    text = f"{value:,.2f}" if currency != "JPY" else f"{value:,.0f}"
-    if _digits(text) > 10:
-        text = f"{value.to_integral_value(rounding=ROUND_DOWN):,.0f}"
-        if _digits(text) > 10:
-            raise RenderError("amount has more digits than a WeChat amount value allows")
-    return f"{prefix}{text}{suffix}"
-
-
-def _digits(text: str) -> int:
-    return sum(map(str.isdigit, text))
-
-
-def format_time(moment: datetime) -> str:
-    local = moment.astimezone(SHANGHAI)  # formatted by hand: strftime costs twice as much, on every message
-    return f"{local.year}年{local.month:02d}月{local.day:02d}日 {local.hour:02d}:{local.minute:02d}"
-
-
 def fit(key: str, value: str) -> str:
     """Check `value` against the rule of the key's category; cut text that may be cut."""
     category = key.rstrip("0123456789")
@@ -95,20 +80,40 @@ def fit(key: str, value: str) -> str:
         if len(value) > 5 or not _CHINESE.match(value):
             raise RenderError(f"{key} must be at most 5 Chinese characters")
         return value
-    if category in {"amount", "time"}:
+    if category == "amount":
+        if digit_count(value) > AMOUNT_DIGITS:
+            raise RenderError(f"{key} has more digits than a WeChat amount value allows")
+        return value
+    if category == "time":
         return value
     raise RenderError(f"template key {key} has a category this gateway does not render")
 
 
+def _optional_amount(amount: str | None, currency: str) -> str | None:
+    """An amount the message may go without: left out when negative (an overdrawn balance) or when it has
+    more digits than WeChat shows (a corporate balance, a digest total): the alert still goes."""
+    if amount is None or amount.startswith("-"):
+        return None
+    try:
+        return format_amount(amount, currency)
+    except RenderError:
+        return None
+
+
+def _free_text(text: str | None) -> str | None:
+    """Free text as it may be shown (masked, invisible characters gone); None when nothing is left to see."""
+    shown = mask_digit_runs(text) if text else ""
+    return shown if shown.strip() else None
+
+
 def _event_values(event: Event, labels: dict[str, str]) -> dict[str, str | None]:
-    balance = event.balance if event.balance is not None and not event.balance.startswith("-") else None
     return {
         "account": account_tail(event.account),
         "occurred_at": format_time(datetime.fromisoformat(event.occurred_at)),
         "label": labels[event.type],
-        "amount": format_amount(event.amount, event.currency),
-        "balance": format_amount(balance, event.currency) if balance is not None else None,
-        "counterparty": mask_digit_runs(event.counterparty) if event.counterparty else None,
+        "amount": format_amount(event.amount, event.currency),  # the ingress validator made sure it shows
+        "balance": _optional_amount(event.balance, event.currency),
+        "counterparty": _free_text(event.counterparty),
     }
 
 
@@ -123,15 +128,34 @@ def _message(
     return {"touser": openid, "template_id": template_id, "client_msg_id": client_msg_id, "data": data}
 
 
-def render_event(templates: Templates, event: Event, openid: str) -> dict[str, Any]:
-    """The template-send body for one event; client_msg_id is the event id on every attempt."""
+def client_msg_id(source: str, event_id: str) -> str:
+    """WeChat's dedup key (`touser + client_msg_id`, 10 minutes) for one event: the same on every attempt,
+    distinct per (source, event id), since an event id is unique only within its source (DESIGN.md), and at
+    most CLIENT_MSG_ID_MAX characters. `source/event_id` when that fits (a key id and an event id never hold a
+    `/`); else `h-` and the first 62 hex digits of SHA-256 over both, which holds no `/` and so never equals
+    the readable form of another pair (nor a digest's `dg-` id)."""
+    if "/" in source or "/" in event_id:
+        raise ValueError("a source or event id holds a '/'")
+    readable = f"{source}/{event_id}"
+    if len(readable) <= CLIENT_MSG_ID_MAX:
+        return readable
+    digest = hashlib.sha256(f"{source}\n{event_id}".encode()).hexdigest()
+    return "h-" + digest[: CLIENT_MSG_ID_MAX - 2]
+
+
+def render_event(templates: Templates, event: Event, openid: str, source: str) -> dict[str, Any]:
+    """The template-send body for one event of `source` (the sending key id); its client_msg_id is
+    `client_msg_id(source, event id)` on every attempt."""
     values = _event_values(event, templates.labels)
     template_id = templates.event_templates[event.type]
-    return _message(openid, template_id, templates.event_fields, values, event.event_id)
+    return _message(
+        openid, template_id, templates.event_fields, values, client_msg_id(source, event.event_id)
+    )
 
 
 def render_digest(templates: Templates, digest_id: str, events: list[Event], openid: str) -> dict[str, Any]:
-    """One message for events held by the rate limit: how many, since when, and CNY totals out and in."""
+    """One message for events held by the rate limit: how many, since when, and CNY totals out and in (a
+    total past WeChat's 10 digits is left out: each event fits, their sum may not)."""
     debit = sum((Decimal(e.amount) for e in events if e.type in OUTFLOWS and e.currency == "CNY"), Decimal(0))
     credit = sum(
         (Decimal(e.amount) for e in events if e.type not in OUTFLOWS and e.currency == "CNY"), Decimal(0)
@@ -142,7 +166,7 @@ def render_digest(templates: Templates, digest_id: str, events: list[Event], ope
         "account": account_tail(first.account) + ("等" if len(accounts) > 1 else ""),
         "since": format_time(datetime.fromisoformat(first.occurred_at)),
         "summary": f"{len(events)}笔动账",
-        "debit_total": format_amount(str(debit), "CNY"),
-        "credit_total": format_amount(str(credit), "CNY"),
+        "debit_total": _optional_amount(str(debit), "CNY"),
+        "credit_total": _optional_amount(str(credit), "CNY"),
     }
     return _message(openid, templates.digest_template, templates.digest_fields, values, digest_id)

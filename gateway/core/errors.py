@@ -3,10 +3,14 @@
 ApiError
  ├── BadRequest            400 invalid_json, invalid_request
  ├── Unauthorized          401 unauthorized
+ ├── Forbidden             403 forbidden (a valid signature without the route's scope)
  ├── NotFound              404 not_found
  ├── MethodNotAllowed      405 method_not_allowed
+ ├── RequestTimeout        408 body_timeout (the body did not arrive in time; the connection is closed)
  ├── PayloadTooLarge       413 payload_too_large
- ├── UnsupportedMediaType  415 unsupported_media_type
+ ├── UnsupportedMediaType  415 unsupported_media_type, unsupported_encoding
+ ├── HeadersTooLarge       431 headers_too_large (the request line or a header field)
+ ├── ClientClosedRequest   499 client_closed (the client went away mid-request: counted, never answered)
  ├── Unprocessable         422 invalid_field, missing_field, unknown_field, event_id_conflict
  ├── TooManyRequests       429 rate_limited (Retry-After)
  └── ServiceUnavailable    503 unavailable (Retry-After)
@@ -60,6 +64,11 @@ class Unauthorized(ApiError):
     default_code = "unauthorized"
 
 
+class Forbidden(ApiError):
+    status = 403
+    default_code = "forbidden"
+
+
 class NotFound(ApiError):
     status = 404
     default_code = "not_found"
@@ -70,6 +79,11 @@ class MethodNotAllowed(ApiError):
     default_code = "method_not_allowed"
 
 
+class RequestTimeout(ApiError):
+    status = 408
+    default_code = "body_timeout"
+
+
 class PayloadTooLarge(ApiError):
     status = 413
     default_code = "payload_too_large"
@@ -78,6 +92,18 @@ class PayloadTooLarge(ApiError):
 class UnsupportedMediaType(ApiError):
     status = 415
     default_code = "unsupported_media_type"
+
+
+class HeadersTooLarge(ApiError):
+    status = 431
+    default_code = "headers_too_large"
+
+
+class ClientClosedRequest(ApiError):
+    """nginx's 499: the client closed its connection before its request was complete; nobody reads it."""
+
+    status = 499
+    default_code = "client_closed"
 
 
 class Unprocessable(ApiError):

@@ -1,4 +1,9 @@
-"""The account-change event core banking sends: strict validation, and its canonical form and hash."""
+"""The account-change event core banking sends: strict validation, and its canonical form and hash.
+
+Validation accepts only what can be delivered: the amount must show within WeChat's rules by the very function
+the worker renders it with (`gateway.core.display`), and free text must have something visible left once
+`gateway.core.masking` removes invisible characters. So a 202 never ends as a render dead letter.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,9 @@ from typing import Any
 
 import orjson
 
+from gateway.core.display import CURRENCY_SYMBOLS, RenderError, format_amount
 from gateway.core.errors import Unprocessable
+from gateway.core.masking import visible
 
 
 class EventType(StrEnum):
@@ -27,7 +34,7 @@ class EventType(StrEnum):
     REFUND = "refund"
 
 
-CURRENCIES = frozenset({"CNY", "USD", "EUR", "GBP", "JPY"})
+CURRENCIES = frozenset(CURRENCY_SYMBOLS)  # exactly those render can show
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 # re.ASCII: a bare \d also matches other scripts' digits ("６２２２", "1٣"), which no bank system sends
 _ACCOUNT = re.compile(r"\d{8,32}", re.ASCII)
@@ -74,7 +81,7 @@ def payload_hash(canonical: bytes) -> str:
 def _text(value: Any, name: str, max_len: int) -> str:
     if not isinstance(value, str):
         raise Unprocessable(f"{name} must be a string", field=name)
-    if not value.strip() or len(value) > max_len or _CONTROL.search(value):
+    if len(value) > max_len or _CONTROL.search(value) or not visible(value).strip():
         raise Unprocessable(f"{name} must be 1 to {max_len} printable characters", field=name)
     return value
 
@@ -175,5 +182,15 @@ def parse_event(data: Any) -> Event:
     for name, check in _OPTIONAL.items():
         if name in data and data[name] is not None:
             values[name] = check(data[name], name)
+    _check_shown(values)
     values["type"] = EventType(values["type"])
     return Event(**values)
+
+
+def _check_shown(values: dict[str, Any]) -> None:
+    """The amount must fit a WeChat amount value as render shows it (a balance that does not is left out of
+    the message instead: the alert still goes)."""
+    try:
+        format_amount(values["amount"], values["currency"])
+    except RenderError as exc:
+        raise Unprocessable(str(exc), field="amount") from None

@@ -20,6 +20,7 @@ def _tag(shard: int) -> str:
 
 
 NOTICE_GROUP = "notices"
+ARCHIVE_GROUP = "archiver"
 EPOCH = f"{PREFIX}:epoch"  # hash: the id of this deployment's data, written once (see redis.py check_epoch)
 
 
@@ -35,7 +36,12 @@ def retries(shard: int, critical: bool = False) -> str:
 
 def consumer_groups(shard: int) -> list[tuple[str, str]]:
     """(stream, consumer group) of each stream of a shard that workers read, critical first."""
-    return [(stream(shard, critical=True), GROUP), (stream(shard), GROUP), (notices(shard), NOTICE_GROUP)]
+    return [
+        (stream(shard, critical=True), GROUP),
+        (stream(shard), GROUP),
+        (notices(shard), NOTICE_GROUP),
+        (archive(shard), ARCHIVE_GROUP),
+    ]
 
 
 def dead_letters(shard: int) -> str:
@@ -78,6 +84,13 @@ def notices(shard: int) -> str:
     return f"{_tag(shard)}:notices"
 
 
+def archive(shard: int) -> str:
+    """Stream of event records that reached a final state (a snapshot of each, with its version), for the
+    PostgreSQL archive (workers/archive.py); written in the same script as the state, only while an archive
+    is configured, and trimmed only below what the `archiver` group acknowledged."""
+    return f"{_tag(shard)}:archive"
+
+
 def notice_retries(shard: int) -> str:
     """Sorted set: notice entry (JSON) -> unix ms when it is due again."""
     return f"{_tag(shard)}:notice-retry"
@@ -94,9 +107,10 @@ def event_claim(source: str, event_id: str, shards: int) -> str:
     return f"{_tag(shard_of(f'{source}:{event_id}', shards))}:claim:{source}:{event_id}"
 
 
-def signature(shard: int, signature_hex: str) -> str:
-    """A request signature seen within the signature window (replay protection)."""
-    return f"{_tag(shard)}:sig:{signature_hex}"
+def nonce(shard: int, key_id: str, nonce: str) -> str:
+    """String: a signature nonce of a state-changing request, kept for twice the signature window (replay
+    protection)."""
+    return f"{_tag(shard)}:nonce:{key_id}:{nonce}"
 
 
 def binding(customer_id: str) -> str:

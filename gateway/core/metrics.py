@@ -71,11 +71,45 @@ DELIVERIES = Counter(
     "pushgw_deliveries_total", "Delivery attempts by outcome and WeChat errcode", ["outcome", "errcode"]
 )
 RETRIES = Counter("pushgw_retries_total", "Deliveries scheduled for another attempt", ["reason"])
-DEAD_LETTERS = Counter("pushgw_dead_letters_total", "Entries moved to the dead-letter stream", ["reason"])
+DEAD_LETTERS = Counter(  # reason: `max_attempts: <errcode>`, `max_age: <errcode>`, `render`, ... (bounded)
+    "pushgw_dead_letters_total", "Entries moved to the dead-letter stream", ["reason"]
+)
 RECLAIMED = Counter(
     "pushgw_reclaimed_total", "Entries claimed from another consumer after the visibility timeout"
 )
 DIGESTS = Counter("pushgw_digests_total", "Digest messages queued for rate-limited events")
+ERASURE_RESULTS = ("erased", "nothing_held")
+ERASURES = Counter(
+    "pushgw_erasures_total",
+    "Customer erasures carried out (DELETE /v1/customers/{id}): erased, or nothing_held (a repeat)",
+    ["result"],
+)
+for _result in ERASURE_RESULTS:
+    ERASURES.labels(_result)
+# the PostgreSQL archive (workers/archive.py): rows by result, failed batches, and what waits in Redis for it
+ARCHIVE_RESULTS = ("written", "stale", "invalid")
+ARCHIVE_ROWS = Counter(
+    "pushgw_archive_rows_total",
+    "Final states handed to the PostgreSQL archive, by result (written: stored or newer than the stored one;"
+    " stale: the archive already holds that state or a later one; invalid: an entry that is no record)",
+    ["result"],
+)
+for _result in ARCHIVE_RESULTS:
+    ARCHIVE_ROWS.labels(_result)
+ARCHIVE_WRITE_ERRORS = Counter(
+    "pushgw_archive_write_errors_total",
+    "Archive batches PostgreSQL did not take (unreachable, failing): their entries wait in Redis, retried",
+)
+ARCHIVE_BACKLOG = Gauge(
+    "pushgw_archive_backlog",
+    "Final states in Redis not yet archived: unread or pending entries of the archiver group, all shards",
+    multiprocess_mode="livemax",
+)
+ARCHIVE_LAG = Gauge(
+    "pushgw_archive_lag_seconds",
+    "Age of the oldest final state not yet archived (0 when none)",
+    multiprocess_mode="livemax",
+)
 DELIVERY_LATENCY = Histogram(
     "pushgw_delivery_latency_seconds",
     "From acceptance by the gateway to WeChat's answer of a delivered message",
@@ -124,9 +158,19 @@ WECHAT_DURATION = Histogram(
 WECHAT_FINISH_EVENTS = Counter(
     "pushgw_wechat_finish_events_total",
     "WeChat delivery-finished callbacks, by status (success, failed:user block, failed: system failed, "
-    "duplicate, unknown_msgid, other)",
+    "duplicate, unknown_msgid, recipient_mismatch (a msgid we did not send to that user: ignored), other)",
     ["status"],
 )
+# why /wechat/callback refused a request (handlers/wechat_callback.py); a rise of any but `xml` or `too_large`
+# is a forged or replayed callback, or a token, EncodingAESKey or appid that disagrees with WeChat's
+WECHAT_CALLBACK_REFUSALS = ("signature", "stale", "plaintext", "undecryptable", "appid", "xml", "too_large")
+WECHAT_CALLBACKS_REFUSED = Counter(
+    "pushgw_wechat_callbacks_refused_total",
+    "WeChat callbacks refused, by reason (signature, stale, plaintext, undecryptable, appid, xml, too_large)",
+    ["reason"],
+)
+for _reason in WECHAT_CALLBACK_REFUSALS:
+    WECHAT_CALLBACKS_REFUSED.labels(_reason)
 TOKEN_REFRESHES = Counter(
     "pushgw_token_refreshes_total", "Access token refreshes per official account", ["appid", "result"]
 )
@@ -149,12 +193,13 @@ INFLIGHT = Gauge(
 )
 REDIS_DURABLE = Gauge(
     "pushgw_redis_durable",
-    "1 when Redis persistence and eviction settings keep promises",
+    "1 when Redis persistence and eviction settings keep promises (kept while Redis cannot be reached)",
     multiprocess_mode="livemin",
 )
 REDIS_DATA_LOST = Gauge(
     "pushgw_redis_data_lost",
-    "1 while Redis lacks the data epoch this process knew (restarted empty or replaced): it is refused",
+    "1 while Redis holds no data epoch, or another than this process knew or PUSHGW_REDIS_EPOCH names"
+    " (restarted empty, flushed, replaced, or never initialised): it is refused",
     multiprocess_mode="livemax",
 )
 INGRESS_SHED = Counter(
@@ -165,6 +210,19 @@ INGRESS_WAITING = Gauge(
     "Ingest requests admitted and not yet answered",
     multiprocess_mode="livesum",
 )
+INGRESS_CONNECTIONS = Gauge(
+    "pushgw_ingress_connections", "Open connections of the gateway's listeners", multiprocess_mode="livesum"
+)
+# why the gateway closed an ingress connection itself: its headers came too slowly, it was the longest
+# stalled one when the connection limit was reached (evicted), or the limit was reached with none stalled
+INGRESS_CONNECTION_CLOSES = ("header_timeout", "evicted", "refused")
+INGRESS_CONNECTIONS_CLOSED = Counter(
+    "pushgw_ingress_connections_closed_total",
+    "Ingress connections the gateway closed, by reason (header_timeout, evicted, refused)",
+    ["reason"],
+)
+for _reason in INGRESS_CONNECTION_CLOSES:
+    INGRESS_CONNECTIONS_CLOSED.labels(_reason)
 EVENT_LOOP_LAG = Gauge(
     "pushgw_event_loop_lag_seconds",
     "How late this process's event loop ran its last timer tick",

@@ -10,6 +10,8 @@ not be added). The process_* collectors are left out there: one process's CPU an
 make `process_cpu_seconds_total` saw-tooth.
 """
 
+import asyncio
+
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
 
@@ -29,7 +31,10 @@ def aggregate_processes(directory: str) -> None:
 
 
 async def metrics_handler(request: web.Request) -> web.Response:
-    return web.Response(body=generate_latest(_served), headers={"Content-Type": CONTENT_TYPE_LATEST})
+    # collecting reads files (/proc for the process collector; every process's files in multiprocess mode)
+    # and renders every series: in a thread, so a scrape never stalls the event loop
+    body = await asyncio.to_thread(generate_latest, _served)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 async def _healthz(request: web.Request) -> web.Response:

@@ -1,10 +1,15 @@
 """Redis connections, the durability checks behind "202 means durable" (persistence, eviction, the data
 epoch), and finding a redis-server binary.
 
-The data epoch is one hash written once when a deployment's data is first initialised. Redis that comes back
-without it (restarted empty, flushed, a fresh replica promoted) has lost acknowledged events: every process
-that knew the epoch refuses to go on with that Redis (each new connection checks it, and the gateway's
-readiness check reads it) until an operator acknowledges a fresh start (`pushgw epoch reset`).
+The data epoch is one hash written once, by an operator, when a deployment's data is first initialised
+(`pushgw epoch init`; `pushgw dev` and the test fixtures do it for themselves). No process ever writes it
+on its own: a Redis without it has lost its data (restarted empty, flushed, a fresh replica promoted) or was
+never initialised, and every process refuses it (each new connection checks it, the gateway's readiness
+check reads it, workers wait instead of creating streams) until the epoch is there. A process that knew an
+epoch, or is told it by `PUSHGW_REDIS_EPOCH`, refuses any other; one started against the epoch-less Redis
+takes the epoch that comes back (the old data restored) without a restart. `pushgw epoch reset` is the
+operator's acknowledgement of a fresh start, which running processes follow unless the setting names
+another epoch.
 """
 
 from __future__ import annotations
@@ -30,8 +35,9 @@ from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import AuthenticationError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.core import clock, keys, metrics
 from gateway.core.settings import ConfigError, Settings
@@ -52,9 +58,21 @@ def text_map(raw: Any) -> dict[str, str]:
 
 _guards: weakref.WeakKeyDictionary[RedisClient, EpochGuard] = weakref.WeakKeyDictionary()
 
+NO_EPOCH = (
+    "redis lost its data or was never initialised: it holds no data epoch (restarted empty or flushed; a new"
+    " deployment is initialised by `pushgw epoch init`)"
+)
+NO_EPOCH_BESIDE_DATA = (
+    "redis holds delivery streams but no data epoch (data from before epochs, or the epoch was deleted):"
+    " an operator checks it and adopts it with `pushgw epoch init`"
+)
+EPOCH_GONE = "redis lost its data: the data epoch is gone (restarted empty, flushed or replaced)"
+EPOCH_REPLACED = "redis data epoch changed: the data was replaced underneath (restarted empty?)"
+
 
 class DataLost(RedisConnectionError):
-    """Redis does not hold the data epoch this process knew: it restarted empty or its data was replaced.
+    """Redis does not hold the data epoch this process accepts: it restarted empty, its data was replaced,
+    or it was never initialised.
 
     A ConnectionError, so every caller treats it as Redis being unavailable (503, retry later), never as
     a Redis it may write to."""
@@ -65,17 +83,63 @@ class NotDurable(RedisConnectionError):
     write to such a Redis (the gateway). Raised before the connection's first command."""
 
 
+UNREACHABLE = (RedisConnectionError, RedisTimeoutError, TimeoutError, OSError)
+"""What a Redis call raises when Redis cannot be reached in time. DataLost and NotDurable are
+ConnectionErrors too (so that every caller answers them with 503): catch them first to tell them apart."""
+
+REFUSED = "redis refused the connection: "
+AUTH_REQUIRED = REFUSED + "authentication required (put the password in PUSHGW_REDIS_URL: redis://:PASSWORD@)"
+AUTH_FAILED = REFUSED + "authentication failed (Redis has another password or user than PUSHGW_REDIS_URL)"
+PROTECTED_MODE = (
+    REFUSED + "protected mode (Redis has no password, so it answers only clients on its own host: set"
+    " requirepass and put the password in PUSHGW_REDIS_URL)"
+)
+
+
+def refusal(exc: BaseException) -> str | None:
+    """What `exc` means when Redis answered but refused this client (no password or a wrong one; protected
+    mode, which answers every command with DENIED), worded for an operator: never the password, never the
+    server's text. None for any other error."""
+    text = str(exc)
+    if isinstance(exc, AuthenticationError):  # NOAUTH, WRONGPASS, ERR invalid password
+        return AUTH_REQUIRED if "required" in text.lower() else AUTH_FAILED
+    if isinstance(exc, ResponseError) and text.startswith("DENIED"):
+        return PROTECTED_MODE
+    return None
+
+
+class EpochExists(Exception):
+    """`init_epoch` found an epoch already: the deployment's data was initialised before."""
+
+    def __init__(self, epoch: Epoch) -> None:
+        super().__init__(f"redis already holds data epoch {epoch.epoch_id} ({epoch.how})")
+        self.epoch = epoch
+
+
 @dataclass
 class Epoch:
     epoch_id: str
     created_ms: int
-    how: str  # "first_run" | "adopted" | "operator"
+    how: str  # "init" | "adopted" (init over data from before epochs) | "operator" (reset); "first_run": old
+
+    @classmethod
+    def new(cls, how: str) -> Epoch:
+        return cls(secrets.token_hex(8), clock.now_ms(), how)
+
+    def fields(self) -> dict[str, str | int]:
+        """The hash as stored at keys.EPOCH."""
+        return {"id": self.epoch_id, "created_ms": self.created_ms, "how": self.how}
 
 
 @dataclass
 class EpochGuard:
-    """The data epoch this process has seen; checked on every new connection of its client."""
+    """The data epoch this process accepts; checked on every new connection of its client.
 
+    `expected` (PUSHGW_REDIS_EPOCH) pins it: any other epoch, or none, is refused. Without it the first epoch
+    seen is adopted (a process started against an epoch-less Redis takes the epoch that comes back); after
+    that a missing or different epoch is refused, except an operator's reset, which is followed."""
+
+    expected: str | None = None
     known: str | None = None
     lost: str | None = None  # why this Redis is refused, once the epoch went missing or changed
     # what the last new connection found about persistence and eviction (the gateway refuses on it at
@@ -83,19 +147,33 @@ class EpochGuard:
     durability_problems: tuple[str, ...] = ()
     refuse_unsafe: bool = False  # the gateway sets it: a new connection to a non-durable Redis fails
 
+    def __post_init__(self) -> None:
+        if self.expected:
+            self.known = self.expected
+
     def accept(self, epoch: Epoch) -> str | None:
-        """Compare what Redis holds with what this process knew; returns the problem, or None."""
-        if self.known is None or epoch.epoch_id == self.known:
+        """Compare what Redis holds with what this process accepts; returns the problem, or None."""
+        if epoch.epoch_id == self.known:
+            return self._refuse(None)
+        if self.expected:
+            return self._refuse(
+                f"redis data epoch changed: redis holds {epoch.epoch_id}, PUSHGW_REDIS_EPOCH names"
+                f" {self.expected} (the data was replaced, or the setting was not updated after a reset)"
+            )
+        if self.known is None:
+            log.info("redis data epoch found", extra={"epoch": epoch.epoch_id, "how": epoch.how})
             self.known = epoch.epoch_id
             return self._refuse(None)
         if epoch.how == "operator":  # an operator acknowledged a fresh start: follow it
             log.warning("redis data epoch changed by an operator: following the new epoch")
             self.known = epoch.epoch_id
             return self._refuse(None)
-        return self._refuse("redis data epoch changed: the data was replaced underneath (restarted empty?)")
+        return self._refuse(EPOCH_REPLACED)
 
-    def missing(self) -> str:
-        problem = "redis lost its data: the data epoch is gone (restarted empty, flushed or replaced)"
+    def missing(self, never_known: str = NO_EPOCH) -> str:
+        """Redis holds no epoch: records and returns the problem (`never_known` when this process never
+        knew one)."""
+        problem = never_known if self.known is None else EPOCH_GONE
         self._refuse(problem)
         return problem
 
@@ -105,7 +183,7 @@ class EpochGuard:
             if problem is None:
                 log.warning("redis data epoch found again: accepting this redis")
             else:
-                log.error("refusing redis until an operator acknowledges a fresh start: %s", problem)
+                log.error("refusing redis until its data epoch is back or acknowledged: %s", problem)
         self.lost = problem
         metrics.REDIS_DATA_LOST.set(0 if problem is None else 1)
         return problem
@@ -114,8 +192,6 @@ class EpochGuard:
         """redis-py's connect hook: a Redis restart means new connections, so a restarted-empty Redis is
         refused before its first command, not only at the next readiness check."""
         await connection.on_connect()
-        if self.known is None:
-            return
         await connection.send_command("HGETALL", keys.EPOCH)
         epoch = _epoch_from(text_map(_pairs(await connection.read_response())))
         self.durability_problems = tuple(await _durability_on(connection))
@@ -164,47 +240,70 @@ def guard_of(redis: RedisClient) -> EpochGuard:
 
 
 async def read_epoch(redis: RedisClient) -> Epoch | None:
-    return _epoch_from(text_map(await redis.hgetall(keys.EPOCH)))
+    """The epoch Redis holds (None: none), on a decoding client or not."""
+    return _epoch_from(_pairs(await redis.hgetall(keys.EPOCH)))
 
 
 async def write_epoch(redis: RedisClient, how: str, *, replace: bool = False) -> Epoch:
-    """Write a new epoch (only if none exists, unless `replace`); returns the epoch Redis now holds."""
-    new_id = secrets.token_hex(8)
+    """Write a new epoch (only if none exists, unless `replace`); returns the epoch Redis now holds.
+    Only operators' commands and fixtures call it (`init_epoch`, `pushgw epoch reset`): never a process
+    deciding by itself that an empty Redis is new."""
+    epoch = Epoch.new(how)
     if replace:
         await redis.delete(keys.EPOCH)
-    if await redis.hsetnx(keys.EPOCH, "id", new_id):
-        await redis.hset(keys.EPOCH, mapping={"created_ms": clock.now_ms(), "how": how})
-    epoch = await read_epoch(redis)
-    if epoch is None:  # deleted between the two calls: an operator is at work, try again later
+    if await redis.hsetnx(keys.EPOCH, "id", epoch.epoch_id):
+        await redis.hset(keys.EPOCH, mapping={"created_ms": epoch.created_ms, "how": how})
+    found = await read_epoch(redis)
+    if found is None:  # deleted between the two calls: an operator is at work, try again later
         raise DataLost("the data epoch disappeared while it was written")
+    return found
+
+
+async def _streams_exist(redis: RedisClient, shards: int) -> bool:
+    return any([bool(await redis.exists(keys.stream(shard))) for shard in range(shards)])
+
+
+async def init_epoch(redis: RedisClient, shards: int) -> Epoch:
+    """The explicit first initialisation of a deployment's data (`pushgw epoch init`): write the epoch, how
+    "init", or "adopted" when delivery streams exist already (data from before epochs). Raises EpochExists
+    when Redis holds an epoch (nothing is written)."""
+    found = await read_epoch(redis)
+    if found is not None:
+        raise EpochExists(found)
+    how = "adopted" if await _streams_exist(redis, shards) else "init"
+    epoch = await write_epoch(redis, how)
+    if epoch.how != how:  # another init won the race
+        raise EpochExists(epoch)
+    log.warning("redis data epoch initialised", extra={"epoch": epoch.epoch_id, "how": epoch.how})
     return epoch
 
 
 async def check_epoch(redis: RedisClient, shards: int) -> str | None:
-    """Read the data epoch, write it on a first run, and compare it with what this client knew.
+    """Read the data epoch and compare it with what this client accepts; returns the problem, or None.
 
-    First-run rule: no epoch and no delivery stream is a fresh install (the epoch is written, how
-    "first_run"); no epoch beside existing streams is data from before epochs existed (adopted). A client
-    that knew an epoch never writes one: a missing or replaced epoch is returned as the problem.
+    Never writes: a Redis without an epoch is refused (NO_EPOCH names both causes: data lost, or a deployment
+    never initialised; beside delivery streams it is data from before epochs, or an epoch deleted by hand).
     Raises RedisError when Redis cannot be read."""
     guard = guard_of(redis)
     epoch = await read_epoch(redis)
     if epoch is None:
-        if guard.known is not None:
-            return guard.missing()
-        existing = sum([int(await redis.exists(keys.stream(shard))) for shard in range(shards)])
-        epoch = await write_epoch(redis, "adopted" if existing else "first_run")
-        log.info("redis data epoch initialised", extra={"how": epoch.how})
+        if guard.known is None and await _streams_exist(redis, shards):
+            return guard.missing(NO_EPOCH_BESIDE_DATA)
+        return guard.missing()
     return guard.accept(epoch)
 
 
-def connect(settings: Settings, *, max_connections: int = 64) -> RedisClient:
+def connect(settings: Settings, *, max_connections: int = 64, epoch_guard: bool = True) -> RedisClient:
     """A pooled client with the Redis deadline as socket timeout, whose connections check the data epoch
-    once it is known (`check_epoch`). A `redis+cluster://` URL gives a RedisCluster client (see
-    `connect_cluster`)."""
+    (see EpochGuard; PUSHGW_REDIS_EPOCH pins it). A `redis+cluster://` URL gives a RedisCluster client (see
+    `connect_cluster`). `epoch_guard=False`: a client for operators' commands that inspect or initialise an
+    epoch-less Redis (`pushgw epoch`, `pushgw reconcile`)."""
     if settings.redis_url.startswith(CLUSTER_SCHEMES):
-        return connect_cluster(settings, max_connections=max_connections)
-    guard = EpochGuard()
+        cluster = connect_cluster(settings, max_connections=max_connections)
+        if epoch_guard:
+            _guards[cluster] = EpochGuard(expected=settings.redis_epoch or None)
+        return cluster
+    guard = EpochGuard(expected=settings.redis_epoch or None)
     # a blocking pool: a caller beyond max_connections waits (within the deadline) instead of failing
     pool = BlockingConnectionPool.from_url(
         settings.redis_url,
@@ -214,11 +313,12 @@ def connect(settings: Settings, *, max_connections: int = 64) -> RedisClient:
         max_connections=max_connections,
         timeout=settings.redis_timeout_s,
         health_check_interval=10,
-        redis_connect_func=guard.on_connect,
+        redis_connect_func=guard.on_connect if epoch_guard else None,
     )
     pool.connection_class = _read_within_deadline(_packing_in_c(pool.connection_class))
     client = Redis.from_pool(pool)
-    _guards[client] = guard
+    if epoch_guard:
+        _guards[client] = guard
     return client
 
 
@@ -411,8 +511,8 @@ def _durability(config: dict[Any, Any]) -> Durability:
 async def ensure_groups(redis: RedisClient, shards: int) -> None:
     """Create each shard's stream and consumer group from the stream's start (id 0), never at `$`:
     a group made at `$` would skip entries that are already queued. The data epoch is checked first:
-    raises DataLost (a RedisError) when Redis lost the data this client knew, so a worker waits instead
-    of recreating the group on an emptied Redis."""
+    raises DataLost (a RedisError) when Redis holds no epoch or another one than this client accepts, so a
+    worker waits instead of creating streams and groups on an emptied (or never initialised) Redis."""
     problem = await check_epoch(redis, shards)
     if problem is not None:
         raise DataLost(problem)

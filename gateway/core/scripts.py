@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -18,14 +19,27 @@ from gateway.core.settings import Settings
 Client = RedisClient | AnyPipeline
 
 
+def _read_lua() -> dict[str, str]:
+    """The text of every packaged script by its path under scripts/ (`ingest.lua`, `lib/quiet.lua`)."""
+    root = resources.files("gateway.core").joinpath("scripts")
+    return {
+        prefix + item.name: item.read_text(encoding="utf-8")
+        for folder, prefix in ((root, ""), (root.joinpath("lib"), "lib/"))
+        for item in folder.iterdir()
+        if item.name.endswith(".lua")
+    }
+
+
+# read once, at import: Scripts are built inside a running event loop, where a file read would block it
+_LUA = _read_lua()
+
+
 class _Script:
     """One Lua script by its SHA. On a pipeline it is queued as a bare EVALSHA (redis-py's own script
     objects would add a SCRIPT EXISTS round trip to every pipeline); the caller handles NOSCRIPT there."""
 
     def __init__(self, name: str, *libs: str) -> None:
-        scripts = resources.files("gateway.core").joinpath("scripts")
-        parts = [scripts.joinpath(f"lib/{lib}.lua") for lib in libs] + [scripts.joinpath(f"{name}.lua")]
-        self.source = "".join(part.read_text(encoding="utf-8") for part in parts)
+        self.source = "".join([*(_LUA[f"lib/{lib}.lua"] for lib in libs), _LUA[f"{name}.lua"]])
         self.sha = hashlib.sha1(self.source.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA1
 
     async def __call__(self, client: Client, keys: list[str], args: list[Any]) -> Any:
@@ -52,7 +66,6 @@ class IngestArgs:
     amount_cents: str  # digits without leading zeros: the script compares it with minimum amounts exactly
     critical: bool
     summary: tuple[tuple[str, str], ...]  # masked fields kept on the record for the customer timeline
-    signature: str | None = None
 
 
 class Scripts:
@@ -61,17 +74,21 @@ class Scripts:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._callback_sources = f",{','.join(settings.callback_urls)},"
-        self._ingest = _Script("ingest", "quiet")
-        self._finish = _Script("finish")
+        self._archive = "1" if settings.archive_url else ""  # final states go to keys.archive too
+        self._ingest = _Script("ingest", "quiet", "archive")
+        self._finish = _Script("finish", "archive")
         self._move_retries = _Script("move_retries")
         self._flush_digest = _Script("flush_digest", "quiet")
         self._token_invalidate = _Script("token_invalidate")
         self._delete_if = _Script("delete_if")
+        self._replace_hash = _Script("replace_hash")
         self._mark_binding = _Script("mark_binding")
         self._replay_dead = _Script("replay_dead")
-        self._finish_event = _Script("finish_event")
-        self._notice_finish = _Script("notice_finish")
+        self._finish_event = _Script("finish_event", "archive")
+        self._notice_finish = _Script("notice_finish", "archive")
         self._throttle = _Script("throttle")
+        self._erase_records = _Script("erase_records", "archive")
+        self._erase_customer = _Script("erase_customer")
 
     async def load(self, redis: RedisClient) -> None:
         """Load every script (after a Redis restart, pipelines answer NOSCRIPT until this runs); on a
@@ -88,6 +105,8 @@ class Scripts:
             self._finish_event,
             self._notice_finish,
             self._throttle,
+            self._erase_records,
+            self._erase_customer,
         ):
             await redis.script_load(script.source)
 
@@ -95,7 +114,6 @@ class Scripts:
         """Queue one event. On a Redis client returns [status, detail]; on a pipeline queues the call."""
         s = self._settings
         shard = keys.shard_of(args.customer_id, s.shards)
-        sig_ttl_s = 2 * s.signature_window_s if args.signature else 0
         return await self._ingest(
             client,
             [
@@ -104,10 +122,10 @@ class Scripts:
                 keys.stream(shard),
                 keys.digest_held(shard, args.customer_id),
                 keys.digest_due(shard),
-                keys.signature(shard, args.signature or "-"),
                 keys.preferences(shard, args.customer_id),
                 keys.stream(shard, critical=True),
                 keys.customer_events(shard, args.customer_id),
+                *([keys.archive(shard)] if self._archive else []),
             ],
             [
                 args.source,
@@ -119,7 +137,6 @@ class Scripts:
                 s.rate_limit.count,
                 s.rate_limit.window_s * 1000,
                 s.rate_policy,
-                sig_ttl_s,
                 "1" if args.critical else "0",
                 args.event_type,
                 args.amount_cents,
@@ -141,10 +158,12 @@ class Scripts:
         msgid: str = "",
         retry_due_ms: int = 0,
         entry_json: bytes = b"",
+        to_hash: str = "",
     ) -> Any:
         """Record an outcome on every record of the entry and XACK it, atomically; schedules the retry or
-        writes the dead letter as the status says. On a Redis client returns how many records changed;
-        on a pipeline queues the call."""
+        writes the dead letter as the status says. A msgid is kept with `to_hash` (its recipient's
+        `recipient_hash`), which WeChat's finish event must match. On a Redis client returns how many
+        records changed; on a pipeline queues the call."""
         return await self._finish(
             client,
             [
@@ -152,6 +171,7 @@ class Scripts:
                 keys.retries(shard, critical),
                 keys.dead_letters(shard),
                 keys.notices(shard),
+                keys.archive(shard),
                 *records,
             ],
             [
@@ -165,6 +185,8 @@ class Scripts:
                 entry_json,
                 self._settings.event_ttl_s,
                 self._callback_sources,
+                to_hash,
+                self._archive,
             ],
         )
 
@@ -200,6 +222,12 @@ class Scripts:
     async def delete_if(self, client: Client, key: str, value: str) -> bool:
         return bool(await self._delete_if(client, [key], [value]))
 
+    async def replace_hash(self, client: Client, key: str, fields: Mapping[str, str]) -> None:
+        """Replace the hash at `key` by `fields` (at least one) atomically: no reader sees it half-written."""
+        if not fields:
+            raise ValueError("replace_hash needs at least one field")
+        await self._replace_hash(client, [key], [item for pair in fields.items() for item in pair])
+
     async def mark_binding(self, client: Client, customer_id: str, openid: str, status: str) -> bool:
         """Set the binding's status if it still names `openid` (one atomic step). Returns whether it did."""
         return bool(await self._mark_binding(client, [keys.binding(customer_id)], [openid, status]))
@@ -212,15 +240,25 @@ class Scripts:
         return None if new_id is None else _text(new_id)
 
     async def finish_event(
-        self, client: Client, shard: int, records: list[str], finish_status: str, at_ms: int
-    ) -> int:
-        """Record WeChat's finish status on the existing records of one shard (and queue the notice of a
-        user block). Returns how many changed."""
-        return int(
-            await self._finish_event(
-                client, [keys.notices(shard), *records], [finish_status, at_ms, self._callback_sources]
-            )
+        self,
+        client: Client,
+        shard: int,
+        records: list[str],
+        finish_status: str,
+        at_ms: int,
+        *,
+        msgid: str,
+        to_hash: str,
+    ) -> tuple[int, int]:
+        """Record WeChat's finish status on the existing records of one shard that name `msgid` and were
+        sent to the user of `to_hash` (`recipient_hash`), and queue the notice of a user block, atomically.
+        Returns (records that matched, records changed): no match means the receipt is not ours to apply."""
+        matched, updated = await self._finish_event(
+            client,
+            [keys.notices(shard), keys.archive(shard), *records],
+            [finish_status, at_ms, self._callback_sources, msgid, to_hash, self._archive],
         )
+        return int(matched), int(updated)
 
     async def notice_finish(
         self,
@@ -241,10 +279,64 @@ class Scripts:
         return bool(
             await self._notice_finish(
                 client,
-                [keys.notices(shard), keys.notice_retries(shard), keys.notice_dead_letters(shard), record],
-                [keys.NOTICE_GROUP, entry_id, outcome, reason, attempts, retry_due_ms, entry_json],
+                [
+                    keys.notices(shard),
+                    keys.notice_retries(shard),
+                    keys.notice_dead_letters(shard),
+                    record,
+                    keys.archive(shard),
+                ],
+                [
+                    keys.NOTICE_GROUP,
+                    entry_id,
+                    outcome,
+                    reason,
+                    attempts,
+                    retry_due_ms,
+                    entry_json,
+                    self._archive,
+                ],
             )
         )
+
+    async def erase_records(
+        self, client: Client, shard: int, customer_id: str, events: list[tuple[str, str]]
+    ) -> tuple[int, int]:
+        """Erase the personal fields of these (source, event id) records of the customer's shard and take
+        them off the customer's timeline; an event in flight ends no_binding, with its fallback notice.
+        Idempotent. Returns (records erased now, timeline entries removed)."""
+        erased, removed = await self._erase_records(
+            client,
+            [
+                keys.customer_events(shard, customer_id),
+                keys.notices(shard),
+                keys.archive(shard),
+                *(keys.event(shard, source, event_id) for source, event_id in events),
+            ],
+            [
+                self._callback_sources,
+                self._archive,
+                *(f"{source}:{event_id}" for source, event_id in events),
+            ],
+        )
+        return int(erased), int(removed)
+
+    async def erase_customer(self, client: Client, shard: int, customer_id: str) -> tuple[int, int] | None:
+        """Delete the customer's preferences, held events, rate-limit log and timeline, unless the timeline
+        still holds events (accepted meanwhile: erase_records them first). Returns (preferences deleted 0|1,
+        held events deleted), or None when events are left on the timeline."""
+        prefs, held = await self._erase_customer(
+            client,
+            [
+                keys.customer_events(shard, customer_id),
+                keys.preferences(shard, customer_id),
+                keys.digest_held(shard, customer_id),
+                keys.digest_due(shard),
+                keys.rate_log(shard, customer_id),
+            ],
+            [customer_id],
+        )
+        return None if int(prefs) < 0 else (int(prefs), int(held))
 
 
 def _text(value: Any) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import json
 import re
@@ -51,6 +53,19 @@ def _positive_float(raw: str) -> float:
     return value
 
 
+def _non_negative_float(raw: str) -> float:
+    value = float(raw)
+    if not value >= 0:
+        raise ValueError("must be >= 0")
+    return value
+
+
+def _http_url(raw: str) -> str:
+    if not raw.startswith(("http://", "https://")):
+        raise ValueError("must start with http:// or https://")
+    return raw.rstrip("/")
+
+
 def _bool(raw: str) -> bool:
     lowered = raw.strip().lower()
     if lowered in {"1", "true", "yes", "on"}:
@@ -71,6 +86,19 @@ def _pairs(separator: str) -> Callable[[str], dict[str, str]]:
         return pairs
 
     return parse
+
+
+KEY_SCOPES = ("events", "bindings", "customers")
+
+
+def _key_scopes(raw: str) -> dict[str, frozenset[str]]:
+    scopes: dict[str, frozenset[str]] = {}
+    for key_id, listed in _pairs("=")(raw).items():
+        named = frozenset(part.strip() for part in listed.split("+"))
+        if not named <= set(KEY_SCOPES):
+            raise ValueError(f"each scope must be one of {', '.join(KEY_SCOPES)}, joined by +")
+        scopes[key_id] = named
+    return scopes
 
 
 def _rate_limit(raw: str) -> RateLimit:
@@ -129,10 +157,46 @@ def _callback_urls(raw: str) -> dict[str, str]:
     return urls
 
 
+ENCODING_AES_KEY_CHARS = 43
+
+
+def aes_key_of(encoding_aes_key: str) -> bytes:
+    """The 32-byte AES key of a WeChat EncodingAESKey (43 characters of base64 without the trailing `=`,
+    WECHAT_API.md s.5). Raises ValueError for anything else."""
+    if len(encoding_aes_key) != ENCODING_AES_KEY_CHARS or not encoding_aes_key.isascii():
+        raise ValueError(f"must be {ENCODING_AES_KEY_CHARS} characters of base64")
+    try:
+        key = base64.b64decode(encoding_aes_key + "=", validate=True)
+    except binascii.Error:
+        raise ValueError(f"must be {ENCODING_AES_KEY_CHARS} characters of base64") from None
+    if len(key) != 32:  # a 43-character string always decodes to 32 bytes; kept as the contract
+        raise ValueError("must decode to a 32-byte AES key")
+    return key
+
+
+def _encoding_aes_key(raw: str) -> str:
+    if raw:
+        aes_key_of(raw)
+    return raw
+
+
 def _redis_url(raw: str) -> str:
     if not raw.startswith(("redis://", "rediss://", "unix://", "redis+cluster://", "rediss+cluster://")):
         raise ValueError("must start with redis://, rediss://, unix:// or redis+cluster://")
     return raw
+
+
+def _archive_url(raw: str) -> str:
+    if raw and not raw.startswith(("postgresql://", "postgres://")):
+        raise ValueError("must start with postgresql:// (or be empty: no archive)")
+    return raw
+
+
+def _epoch_id(raw: str) -> str:
+    value = raw.strip()
+    if value and not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", value):
+        raise ValueError("must be an epoch id as `pushgw epoch show` prints it (letters, digits, - and _)")
+    return value
 
 
 def _setting(env: str, parse: Callable[[str], Any], default: Any, help: str, secret: bool = False) -> Any:
@@ -165,8 +229,37 @@ class Settings:
         "replicas that must hold an ingest write before 202 (Redis WAIT, within half the Redis deadline;"
         " fewer -> 503); 0: no wait",
     )
+    redis_epoch: str = _setting(
+        "PUSHGW_REDIS_EPOCH",
+        _epoch_id,
+        "",
+        "the data epoch this deployment's Redis must hold (`pushgw epoch init` prints it); a Redis without it"
+        " or with another one is refused. Empty: the first epoch seen is kept, none is refused",
+    )
+    archive_url: str = _setting(
+        "PUSHGW_ARCHIVE_URL",
+        _archive_url,
+        "",
+        "PostgreSQL archive of every alert's final state, as postgresql://user:password@host:port/db (workers"
+        " write it, lookups read it once Redis let a record expire); empty: no archive",
+    )
+    archive_retention_days: int = _setting(
+        "PUSHGW_ARCHIVE_RETENTION_DAYS",
+        _positive_int,
+        1825,
+        "archived months wholly older than this many days are dropped (daily, and `pushgw archive prune`)",
+    )
+    archive_batch: int = _setting(
+        "PUSHGW_ARCHIVE_BATCH", _positive_int, 500, "most archive rows a worker writes in one transaction"
+    )
     api_keys: dict[str, str] = _setting(  # noqa: RUF009 - a default_factory, see _setting
         "PUSHGW_API_KEYS", _pairs(":"), {}, "ingress keys as keyid:secret,keyid:secret", secret=True
+    )
+    api_key_scopes: dict[str, frozenset[str]] = _setting(  # noqa: RUF009 - a default_factory, see _setting
+        "PUSHGW_API_KEY_SCOPES",
+        _key_scopes,
+        {},
+        "what each key may call, as keyid=events+bindings+customers,...; a key not listed may call all",
     )
     open_ingress: bool = _setting(
         "PUSHGW_OPEN_INGRESS", _bool, False, "accept unsigned requests (development only)"
@@ -191,6 +284,42 @@ class Settings:
         _positive_int,
         512,
         "ingest requests one gateway process works on at once; more are refused early (503, Retry-After)",
+    )
+    body_timeout_s: float = _setting(
+        "PUSHGW_BODY_TIMEOUT_S",
+        _positive_float,
+        5.0,
+        "a request body must be complete this long after its headers; later: 408 and the connection closed",
+    )
+    header_timeout_s: float = _setting(
+        "PUSHGW_HEADER_TIMEOUT_S",
+        _positive_float,
+        10.0,
+        "a request's headers must be complete this long after their first byte, or the connection is closed",
+    )
+    idle_timeout_s: float = _setting(
+        "PUSHGW_IDLE_TIMEOUT_S",
+        _positive_float,
+        75.0,
+        "an ingress connection is closed when no complete request head came this long after it opened or"
+        " after its last answer (keep-alive; keep it above a load balancer's idle timeout)",
+    )
+    max_connections: int = _setting(
+        "PUSHGW_MAX_CONNECTIONS",
+        _positive_int,
+        10000,
+        "open ingress connections per gateway process (at most the file limit allows); when full, the one"
+        " stalled longest (idle, or its request incomplete) is closed for the new one",
+    )
+    tls_cert_file: str = _setting(
+        "PUSHGW_TLS_CERT_FILE", str, "", "PEM certificate chain: the gateway serves HTTPS (empty: plain HTTP)"
+    )
+    tls_key_file: str = _setting("PUSHGW_TLS_KEY_FILE", str, "", "PEM private key of PUSHGW_TLS_CERT_FILE")
+    tls_client_ca_file: str = _setting(
+        "PUSHGW_TLS_CLIENT_CA_FILE",
+        str,
+        "",
+        "PEM CA certificates: clients must present a certificate one of them signed (mutual TLS)",
     )
     rate_limit: RateLimit = _setting(  # noqa: RUF009 - RateLimit is frozen
         "PUSHGW_RATE_LIMIT", _rate_limit, RateLimit(5, 60), "per-customer limit: N messages per W seconds"
@@ -284,6 +413,14 @@ class Settings:
         "token of WeChat's server-URL signature for /wechat/callback (empty: the endpoint answers 404)",
         secret=True,
     )
+    wechat_encoding_aes_key: str = _setting(
+        "PUSHGW_WECHAT_ENCODING_AES_KEY",
+        _encoding_aes_key,
+        "",
+        "EncodingAESKey of WeChat's safe mode (43 characters); set: /wechat/callback takes only encrypted"
+        " posts, checked against PUSHGW_WECHAT_APPID",
+        secret=True,
+    )
     token_refresh_margin_s: int = _setting(
         "PUSHGW_TOKEN_REFRESH_MARGIN_S",
         _positive_int,
@@ -316,11 +453,45 @@ class Settings:
     shutdown_timeout_s: float = _setting(
         "PUSHGW_SHUTDOWN_TIMEOUT_S", _positive_float, 20.0, "graceful shutdown deadline"
     )
+    drain_grace_s: float = _setting(
+        "PUSHGW_DRAIN_GRACE_S",
+        _non_negative_float,
+        5.0,
+        "gateway drain (SIGTERM, SIGUSR1, POST /admin/drain on its metrics port): /readyz answers 503"
+        " draining and requests are still served this long, then it stops",
+    )
     metrics_port: int = _setting(
-        "PUSHGW_METRICS_PORT", _non_negative_int, 9108, "worker/simulator /metrics and /healthz port (0: off)"
+        "PUSHGW_METRICS_PORT",
+        _non_negative_int,
+        9108,
+        "worker /metrics and /healthz port (0: off); the gateway's is PUSHGW_GATEWAY_METRICS_PORT, the"
+        " simulator serves /metrics on its own port",
     )
     metrics_host: str = _setting(
-        "PUSHGW_METRICS_HOST", str, "127.0.0.1", "address the worker/simulator /metrics listens on"
+        "PUSHGW_METRICS_HOST",
+        str,
+        "127.0.0.1",
+        "address the worker's /metrics listens on (and the gateway's: PUSHGW_GATEWAY_METRICS_PORT)",
+    )
+    gateway_metrics_port: int = _setting(
+        "PUSHGW_GATEWAY_METRICS_PORT",
+        _non_negative_int,
+        0,
+        "gateway /metrics and /healthz on a listener of their own (the ingress port then answers 404 for"
+        " /metrics); 0: /metrics on the ingress port",
+    )
+    gateway_url: str = _setting(
+        "PUSHGW_GATEWAY_URL",
+        _http_url,
+        "http://127.0.0.1:8080",
+        "the gateway the operator lookups ask (`pushgw events show`, `customers show`, `bindings import`)",
+    )
+    operator_key_id: str = _setting(
+        "PUSHGW_OPERATOR_KEY_ID",
+        str,
+        "",
+        "the key of PUSHGW_API_KEYS the operator lookups sign with (empty: the only key there; no keys:"
+        " unsigned, for an open `pushgw dev`)",
     )
     log_level: str = _setting(
         "PUSHGW_LOG_LEVEL", _choice("DEBUG", "INFO", "WARNING", "ERROR"), "INFO", "log level"
@@ -351,6 +522,38 @@ class Settings:
             raise ConfigError("PUSHGW_RETRY_CAP_S must be >= PUSHGW_RETRY_BASE_S")
         self._check_accounts()
         self._check_callbacks()
+        self._check_tls()
+        self._check_wechat_callback()
+        self._check_keys()
+
+    def _check_keys(self) -> None:
+        """Key ids travel as signature parameters (quoted strings): keep them plain; scopes name real keys."""
+        for key_id in self.api_keys:
+            if not re.fullmatch(r"[A-Za-z0-9._:-]{1,64}", key_id):
+                raise ConfigError(f"PUSHGW_API_KEYS: key id {key_id[:64]!r} must be 1 to 64 of A-Za-z0-9._:-")
+        for key_id in self.api_key_scopes:
+            if key_id not in self.api_keys:
+                raise ConfigError(
+                    f"PUSHGW_API_KEY_SCOPES names key id {key_id}, which is not in PUSHGW_API_KEYS"
+                )
+
+    def _check_wechat_callback(self) -> None:
+        """Safe mode signs with the callback token and checks the appid sealed in each message."""
+        if not self.wechat_encoding_aes_key:
+            return
+        for needed, value in (
+            ("PUSHGW_WECHAT_CALLBACK_TOKEN", self.wechat_callback_token),
+            ("PUSHGW_WECHAT_APPID", self.wechat_appid),
+        ):
+            if not value:
+                raise ConfigError(f"PUSHGW_WECHAT_ENCODING_AES_KEY needs {needed} (safe mode checks it)")
+
+    def _check_tls(self) -> None:
+        """A certificate needs its key, and client certificates can only be asked for over TLS."""
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ConfigError("PUSHGW_TLS_CERT_FILE and PUSHGW_TLS_KEY_FILE are set together or not at all")
+        if self.tls_client_ca_file and not self.tls_cert_file:
+            raise ConfigError("PUSHGW_TLS_CLIENT_CA_FILE needs PUSHGW_TLS_CERT_FILE and PUSHGW_TLS_KEY_FILE")
 
     def _check_callbacks(self) -> None:
         """A notice is signed with its source's API secret, so each callback needs that key."""
@@ -385,8 +588,19 @@ class Settings:
             value = getattr(self, spec.name)
             if spec.metadata["secret"]:
                 value = "***" if not isinstance(value, dict) else {k: "***" for k in value}
+            elif isinstance(value, str):
+                value = without_password(value)
             shown.append(f"{spec.name}={value!r}")
         return f"Settings({', '.join(shown)})"
+
+
+_URL_PASSWORD = re.compile(r"(://[^/@:]*:)[^/]*@")  # to the last @ of the host part, as urlparse
+
+
+def without_password(value: str) -> str:
+    """`value` with the password of a URL in it (`redis://:PASSWORD@host`, `postgresql://u:PASSWORD@h`)
+    shown as `***`: a Redis or archive URL may be printed, its password never."""
+    return _URL_PASSWORD.sub(r"\1***@", value)
 
 
 def parse_setting(name: str, raw: str) -> Any:
@@ -396,7 +610,7 @@ def parse_setting(name: str, raw: str) -> Any:
     try:
         return spec.metadata["parse"](raw)
     except ValueError as exc:
-        shown = "***" if spec.metadata["secret"] else repr(raw)
+        shown = "***" if spec.metadata["secret"] else repr(without_password(raw))
         raise ConfigError(f"{spec.metadata['env']}={shown}: {exc}") from None
 
 

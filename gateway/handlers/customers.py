@@ -3,12 +3,14 @@ a call-centre agent reads to answer "why did I not get the alert?")."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 from typing import Any, cast
 
 import orjson
 from aiohttp import web
 
+from gateway import archived
 from gateway.context import decode_json, gateway_of, path_id, read_body
 from gateway.core import clock, keys
 from gateway.core.errors import Unprocessable
@@ -18,7 +20,14 @@ from gateway.handlers.events import iso, lifecycle
 from gateway.responses import respond
 
 DEFAULT_LIMIT, MOST_LIMIT = 50, 200
+CURSOR_SLACK = 256  # events of one customer accepted in the cursor's millisecond, read beyond a page
 _STEP_TIMES = ("accepted_ms", "updated_ms", "finished_ms")
+
+
+def _compiled(data: Any, now_s: int) -> tuple[dict[str, Any], dict[str, str]]:
+    """The validated document and its compiled hash; raises Unprocessable."""
+    doc = parse_preferences(data)
+    return doc, compile_preferences(doc, now_s)
 
 
 async def put_preferences(request: web.Request) -> web.Response:
@@ -26,16 +35,15 @@ async def put_preferences(request: web.Request) -> web.Response:
     body = await read_body(request, gw.settings.max_body_bytes)
     caller = gw.verify(request, body)
     customer_id = path_id(request, "customer_id")
-    doc = parse_preferences(decode_json(body))
+    # in a thread: a time zone's first use reads it from disk, and its offsets for years take a while
+    doc, fields = await asyncio.to_thread(_compiled, decode_json(body), int(clock.now_s()))
     shard = keys.shard_of(customer_id, gw.settings.shards)
     key = keys.preferences(shard, customer_id)
-    async with gw.remembered(caller, replay_harmless=False), gw.redis.pipeline(transaction=True) as pipe:
-        pipe.delete(key)
-        pipe.hset(key, mapping=cast(Any, compile_preferences(doc, int(clock.now_s()))))
+    async with gw.remembered(caller, replay_harmless=False):
+        await gw.scripts.replace_hash(gw.redis, key, fields)
         # events held for the old quiet hours are looked at again now (the digest script re-checks both
         # the new quiet hours and the rate limit, and reschedules when they still apply)
-        pipe.zadd(keys.digest_due(shard), {customer_id: clock.now_ms()}, xx=True)
-        await pipe.execute()
+        await gw.redis.zadd(keys.digest_due(shard), {customer_id: clock.now_ms()}, xx=True)
     return respond({"customer_id": customer_id, **doc})
 
 
@@ -104,18 +112,35 @@ def _timeline_entry(member: str, record: dict[str, str]) -> dict[str, Any]:
 
 
 async def get_customer_events(request: web.Request) -> web.Response:
+    """Newest first: the live timeline (Redis, the last PUSHGW_EVENT_TTL_S) and, with an archive, the
+    archived events (gateway/archived.py), each marked by its `origin`; `cursor` pages back from the last."""
     gw = gateway_of(request)
     gw.verify(request, b"")
     customer_id = path_id(request, "customer_id")
     since_ms, limit = _query(request)
+    cursor = archived.cursor_of(request)
     shard = keys.shard_of(customer_id, gw.settings.shards)
-    members = await gw.redis.zrevrangebyscore(
-        keys.customer_events(shard, customer_id), "+inf", since_ms, start=0, num=limit
+    # past a cursor the events of its own millisecond up to it are skipped: read a few more
+    scored = await gw.redis.zrevrangebyscore(
+        keys.customer_events(shard, customer_id),
+        cursor[0] if cursor else "+inf",
+        since_ms,
+        start=0,
+        num=limit + (CURSOR_SLACK if cursor else 0),
+        withscores=True,
     )
+    members = [
+        (int(ms), str(m))
+        for m, ms in cast(list[tuple[str, float]], scored)
+        if archived.after(cursor, int(ms), str(m))
+    ][:limit]
     async with gw.redis.pipeline(transaction=False) as pipe:
-        for member in members:
-            source, _, event_id = str(member).partition(":")
+        for _, member in members:
+            source, _, event_id = member.partition(":")
             pipe.hgetall(keys.event(shard, source, event_id))
         records = [text_map(record) for record in await pipe.execute()] if members else []
-    events = [_timeline_entry(str(m), r) for m, r in zip(members, records, strict=True) if r]
-    return respond({"customer_id": customer_id, "events": events})
+    live = [(ms, m, _timeline_entry(m, r)) for (ms, m), r in zip(members, records, strict=True) if r]
+    events, next_cursor = await archived.timeline_page(
+        request, customer_id, since_ms, limit, cursor, live, _timeline_entry
+    )
+    return respond({"customer_id": customer_id, "events": events, "next_cursor": next_cursor})

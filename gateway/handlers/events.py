@@ -9,6 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway import archived
 from gateway.auth import Caller
 from gateway.context import decode_json, gateway_of, path_id, read_body
 from gateway.core import keys, metrics
@@ -18,7 +19,6 @@ from gateway.core.errors import (
     NotFound,
     PayloadTooLarge,
     TooManyRequests,
-    Unauthorized,
     Unprocessable,
 )
 from gateway.core.event import Event, amount_cents, parse_event, payload_hash
@@ -29,7 +29,7 @@ from gateway.responses import respond
 _ACCEPTED = {"queued": 202, "digested": 202, "suppressed": 202, "duplicate": 200}
 
 
-def _ingest_args(caller: Caller, event: Event, rules: CriticalRules, signature: str | None) -> IngestArgs:
+def _ingest_args(caller: Caller, event: Event, rules: CriticalRules) -> IngestArgs:
     canonical = event.canonical_json()
     critical = rules.is_critical(event)
     summary = {
@@ -51,7 +51,6 @@ def _ingest_args(caller: Caller, event: Event, rules: CriticalRules, signature: 
         amount_cents=amount_cents(event.amount),
         critical=critical,
         summary=tuple(summary.items()),
-        signature=signature,
     )
 
 
@@ -63,8 +62,6 @@ def _raise_for(status: str, detail: str) -> None:
         )
     if status == "rate_limited":
         raise TooManyRequests("customer rate limit reached", retry_after_s=int(detail) / 1000)
-    if status == "replay":
-        raise Unauthorized("this signature was used before")
 
 
 def _count(result: str, events: int = 1) -> None:
@@ -72,17 +69,20 @@ def _count(result: str, events: int = 1) -> None:
 
 
 async def post_event(request: web.Request) -> web.Response:
+    """A re-sent request needs no replay memory: the event-id dedup answers it (200 duplicate). An ingest
+    slot (Admission) is taken only once the body was read and its signature verified."""
     gw = gateway_of(request)
     body = await read_body(request, gw.settings.max_body_bytes)
-    caller = gw.verify(request, body)  # the ingest script checks and records the signature
+    caller = gw.verify(request, body)
     try:
         event = parse_event(decode_json(body))
     except ApiError:
         _count("invalid")
         raise
-    gw.readiness.require_accepting()
-    args = _ingest_args(caller, event, gw.settings.critical_rules, caller.signature)
-    status, detail = await gw.ingestor.submit(args)
+    args = _ingest_args(caller, event, gw.settings.critical_rules)
+    with gw.admission.admitted():
+        gw.readiness.require_accepting()
+        status, detail = await gw.ingestor.submit(args)
     _count(status)
     _raise_for(status, detail)
     return respond({"event_id": event.event_id, "status": status}, status=_ACCEPTED[status])
@@ -116,9 +116,8 @@ def _item_error(item: Any, error: ApiError) -> dict[str, Any]:
 
 
 async def post_batch(request: web.Request) -> web.Response:
-    """The signature is recorded only once the batch was validated and the gateway accepts work, and it
-    is forgotten again when Redis fails or no event of the batch was accepted: a refused batch may be
-    re-sent as it was. A batch with no valid event changes nothing and records nothing."""
+    """A re-sent batch is answered item by item by the event-id dedup; a batch with no valid event changes
+    nothing. An ingest slot is taken only once the body was read and its signature verified."""
     gw = gateway_of(request)
     body = await read_body(request, gw.settings.max_batch_body_bytes)
     caller = gw.verify(request, body)
@@ -135,14 +134,12 @@ async def post_batch(request: web.Request) -> web.Response:
     if tally["invalid"]:  # counted before Redis is asked, so a 503 does not lose them
         _count("invalid", tally.pop("invalid"))
     if valid:
-        gw.readiness.require_accepting()
         rules = gw.settings.critical_rules
-        async with gw.remembered(caller, replay_harmless=True):  # its events are deduplicated
+        with gw.admission.admitted():
+            gw.readiness.require_accepting()
             answers = await gw.ingestor.submit_many(
-                [_ingest_args(caller, event, rules, None) for _, event in valid]
+                [_ingest_args(caller, event, rules) for _, event in valid]
             )
-            if not any(status in _ACCEPTED for status, _ in answers):
-                await gw.forget(caller)  # every event refused (conflict, rate limit): nothing changed
         for (index, event), (status, detail) in zip(valid, answers, strict=True):
             tally[status] += 1
             try:
@@ -165,16 +162,22 @@ def iso(ms: str | None) -> str | None:
 
 
 def lifecycle(event_id: str, record: dict[str, str]) -> dict[str, Any]:
-    """The public view of an event record: never the body, the account or the openid."""
+    """The public view of an event record: never the body, the account or the openid. `last_error` is why
+    the event is not delivered (null once it is); a delivered event that failed before shows that
+    attempt's error as `error_before_delivery`."""
+    status = EventStatus(record["status"])
+    error = record.get("last_error") or None
     view: dict[str, Any] = {
         "event_id": event_id,
-        "status": EventStatus(record["status"]),
+        "status": status,
         "attempts": int(record.get("attempts", 0)),
-        "last_error": record.get("last_error"),
+        "last_error": None if status is EventStatus.DELIVERED else error,
         "accepted_at": iso(record.get("accepted_ms")),
         "updated_at": iso(record.get("updated_ms")),
         "delivered_at": iso(record.get("delivered_ms")),
     }
+    if status is EventStatus.DELIVERED and error:
+        view["error_before_delivery"] = error
     if "msgid" in record:
         view["msgid"] = record["msgid"]
     if "finish_status" in record:  # WeChat's TEMPLATESENDJOBFINISH, see handlers/wechat_callback.py
@@ -196,6 +199,10 @@ async def get_event(request: web.Request) -> web.Response:
         for shard in range(gw.settings.shards):
             pipe.hgetall(keys.event(shard, caller.source, event_id))
         found = [record for record in await pipe.execute() if record]
-    if not found:
+    if found:
+        return respond({**lifecycle(event_id, found[0]), "origin": archived.LIVE})
+    # Redis let the record expire (PUSHGW_EVENT_TTL_S): the archive keeps its final state for years
+    record = await archived.archived_event(request, caller.source, event_id)
+    if record is None:
         raise NotFound("no such event", field="event_id")
-    return respond(lifecycle(event_id, found[0]))
+    return respond({**lifecycle(event_id, record), "origin": archived.ARCHIVED})

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
-from gateway.core.redis import connect_cluster
+from gateway.core.redis import connect_cluster, init_epoch
 from gateway.core.settings import Settings
 from tests.cluster.local import LocalCluster
 from tests.support import stack_settings
@@ -44,9 +44,10 @@ def settings_for(cluster: LocalCluster) -> Callable[..., Settings]:
 
 @pytest.fixture
 async def redis(cluster: LocalCluster) -> AsyncIterator[RedisCluster]:
-    """A client of the session's cluster, every primary emptied first."""
+    """A client of the session's cluster, every primary emptied first and the data epoch initialised."""
     client = connect_cluster(cluster_settings(cluster, redis_timeout_s=5.0))
     await client.flushall(target_nodes=RedisCluster.PRIMARIES)
+    await init_epoch(client, SHARDS)
     yield client
     await client.aclose()
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from loadtest import cluster
-from tests.support import test_server_binary
+from tests.support import server_binary_for_tests
 
 
 class LocalCluster(cluster.LocalCluster):
     def __init__(self, directory: Path) -> None:
-        super().__init__(directory, test_server_binary())
+        super().__init__(directory, server_binary_for_tests())

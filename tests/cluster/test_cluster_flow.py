@@ -18,7 +18,7 @@ from gateway.core import keys
 from gateway.core.settings import RateLimit
 from tests.cluster.conftest import SHARDS, node_of
 from tests.conftest import Stack
-from tests.support import KEY_ID, eventually, make_event
+from tests.support import KEY_ID, eventually, make_event, sent_as
 
 pytestmark = pytest.mark.e2e
 StackFactory = Callable[..., Awaitable[Stack]]
@@ -85,7 +85,7 @@ async def test_ingest_and_delivery_exactly_once_with_a_digest_and_a_retry(
     shown = await messages_of(stack, customers)
     for customer, ids in shown.items():
         assert len(ids) == len(set(ids)), f"{customer} got a message twice"
-    singles_and_batch = {e["event_id"] for e in singles + batch}
+    singles_and_batch = {sent_as(e) for e in singles + batch}
     assert {i for ids in shown.values() for i in ids} >= singles_and_batch
     assert len(shown[hot]) == 3  # two events and one digest of the two over the limit
     stats = await stack.sim("GET", "/sim/stats")
@@ -119,7 +119,7 @@ async def test_a_dead_letter_is_replayed_by_the_cli(stack_for: StackFactory) -> 
     _, err = await process.communicate()
     assert process.returncode == 0, err.decode()
     await until_final(stack, [event["event_id"]], {"delivered"})
-    assert await messages_of(stack, [customer]) == {customer: [event["event_id"]]}
+    assert await messages_of(stack, [customer]) == {customer: [sent_as(event)]}
 
 
 async def test_a_critical_event_is_read_before_a_normal_backlog(stack_for: StackFactory) -> None:

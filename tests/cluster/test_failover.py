@@ -128,11 +128,11 @@ async def test_a_killed_primary_fails_over_and_nothing_acknowledged_is_silently_
     running = asyncio.create_task(load.run())
     await eventually(lambda: _acknowledged_at_least(load, 100))
     killed_at = time.monotonic()
-    cluster.kill(int(victim.port))
+    await asyncio.to_thread(cluster.kill, int(victim.port))  # it waits for the process: not in the loop
     await asyncio.to_thread(_wait_promoted, cluster, int(victim.port))
     promoted_at = time.monotonic()
     # back as the new primary's replica, as its supervisor would do (with WAIT 1 the new primary needs one)
-    cluster.start_node(int(victim.port))
+    await asyncio.to_thread(cluster.start_node, int(victim.port))
     await eventually(lambda: ready(stack), timeout_s=30)
     ready_at = time.monotonic()
     await eventually(lambda: _acknowledged_since(load, ready_at, 50), timeout_s=30)

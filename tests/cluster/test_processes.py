@@ -32,6 +32,7 @@ from tests.support import (
     eventually,
     free_port,
     make_event,
+    sent_as,
 )
 from tests.workers.flows import pushgw_env
 from wechatsim.app import SimConfig
@@ -118,7 +119,7 @@ async def test_two_gateways_and_two_workers_deliver_each_event_once(
             for customer in customers:
                 async with session.get(f"{sim.url}/sim/messages?touser={openid(customer)}") as response:
                     shown += [m["client_msg_id"] for m in (await response.json())["messages"]]
-            assert sorted(shown) == sorted(e["event_id"] for e in events)
+            assert sorted(shown) == sorted(sent_as(e) for e in events)
             gateway_text = await _text(session, gateway_url + "/metrics")
             assert total(gateway_text, "pushgw_events_total", result="queued") == EVENTS
 

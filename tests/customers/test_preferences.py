@@ -14,7 +14,7 @@ from gateway.core.critical import parse_critical_rules
 from gateway.core.settings import RateLimit
 from tests.conftest import Stack
 from tests.gateway.helpers import assert_error, send
-from tests.support import make_event
+from tests.support import make_event, sent_as
 from tests.workers.flows import StackFactory, until_status
 
 CUSTOMER, OPENID = "C-prefs", "oUser_prefs1"
@@ -59,7 +59,7 @@ async def test_muted_types_and_small_amounts_are_suppressed_never_sent(stack_for
         view = await until_status(stack, event["event_id"], "suppressed")
         assert view["last_error"] == reason
     sent = {message["client_msg_id"] for message in await stack.delivered_to(OPENID)}
-    assert sent == {enough["event_id"], other["event_id"]}
+    assert sent == {sent_as(enough), sent_as(other)}
     # the same event again (keys reordered: a new signature) is a duplicate
     again = dict(reversed(muted.items()))
     assert await stack.client.post_event(again) == (
@@ -78,7 +78,7 @@ async def test_quiet_hours_hold_events_until_they_end_then_one_digest(stack_for:
     critical = make_event(customer_id=CUSTOMER, type="debit", amount="9.00", priority="critical")
     assert (await stack.client.post_event(critical))[1]["status"] == "queued"
     await until_status(stack, critical["event_id"], "delivered")  # critical alerts ignore quiet hours
-    assert [m["client_msg_id"] for m in await stack.delivered_to(OPENID)] == [critical["event_id"]]
+    assert [m["client_msg_id"] for m in await stack.delivered_to(OPENID)] == [sent_as(critical)]
     assert {(await stack.status_of(e["event_id"])) for e in held} == {"digested"}
 
     await _prefer(stack, {})  # the quiet hours end (here: the customer lifts them)

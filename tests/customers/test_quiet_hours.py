@@ -3,6 +3,7 @@ on chosen instants, and the time zone offsets the gateway precomputes for it."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 from importlib import resources
 from typing import Any
@@ -25,8 +26,9 @@ def _ms(text: str) -> int:
 
 
 async def _save(redis: Redis, quiet: dict[str, str], *, saved_at: str = "2026-01-01T00:00:00+00:00") -> None:
-    doc = parse_preferences({"quiet_hours": quiet})
-    fields = compile_preferences(doc, _ms(saved_at) // 1000)
+    # in a thread, as the gateway does: a time zone's first use reads it from disk
+    doc = await asyncio.to_thread(parse_preferences, {"quiet_hours": quiet})
+    fields = await asyncio.to_thread(compile_preferences, doc, _ms(saved_at) // 1000)
     await redis.delete(PREFS)
     await redis.hset(PREFS, mapping=fields)  # type: ignore[arg-type]
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import eventually, make_event
+from tests.support import eventually, make_event, sent_as
 
 pytestmark = pytest.mark.e2e
 
@@ -25,7 +25,7 @@ async def test_one_event_is_delivered_rendered_and_masked(stack_for: Callable[..
 
     await eventually(delivered)
     [message] = await stack.delivered_to("oUser_000001")
-    assert message["client_msg_id"] == event["event_id"]
+    assert message["client_msg_id"] == sent_as(event)
     assert message["data"] == {
         "thing1": {"value": "尾号1234"},
         "time2": {"value": "2026年11月22日 10:00"},

@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 from gateway.core import keys
 from tests.conftest import Stack
 from tests.support import KEY_ID
+from workers.render import client_msg_id
 
 NO_ANSWER = (TimeoutError, OSError, aiohttp.ClientError)  # what a request that got no answer raises
 FINAL = frozenset({"delivered", "failed", "dead_lettered", "no_binding", "suppressed"})
@@ -150,14 +151,16 @@ class Oracle:
         statuses = await self.settle(timeout_s)
         tally = Counter(status or "missing" for status in statuses.values())
         per_user = Counter((m["touser"], m["client_msg_id"]) for m in await self.messages())
-        reached = {event_id for _, event_id in per_user}
+        reached = {sent for _, sent in per_user}  # client_msg_ids: an event's is its source's and its id
         counts = self.counts
         counts.accepted = len(self.accepted)
         counts.delivered, counts.failed = tally["delivered"], tally["failed"]
         counts.dead_lettered, counts.no_binding = tally["dead_lettered"], tally["no_binding"]
         not_final = [event_id for event_id, status in statuses.items() if status not in FINAL]
         unseen = [
-            e for e, status in statuses.items() if status == "delivered" and e not in reached | self.digested
+            e
+            for e, status in statuses.items()
+            if status == "delivered" and client_msg_id(KEY_ID, e) not in reached and e not in self.digested
         ]
         counts.lost = len(not_final) + len(unseen)
         counts.doubled = sum(1 for seen in per_user.values() if seen > 1)

@@ -70,9 +70,9 @@ async def test_dedup_status_and_signature_records_expire_on_schedule(
         record = keys.event(keys.shard_of(customer, stack.settings.shards), KEY_ID, event_id)
         remaining = await stack.redis.ttl(record)
         assert ttl_s - 60 <= remaining <= ttl_s, "the status and dedup record lives event_ttl_s"
-    signatures = [key async for key in stack.redis.scan_iter(match=keys.signature(0, "*"))]
-    assert signatures, "the signed requests were remembered for replay protection"
-    for key in signatures:
+    nonces = [key async for key in stack.redis.scan_iter(match=keys.nonce(0, "*", "*"))]
+    assert nonces, "the signed binding writes were remembered for replay protection"
+    for key in nonces:
         remaining = await stack.redis.ttl(key)
         assert 0 < remaining <= 2 * stack.settings.signature_window_s
     rate_logs = [key async for key in stack.redis.scan_iter(match=keys.rate_log(0, "*"))]

@@ -255,7 +255,9 @@ def _poison_stack_config() -> dict[str, Any]:
 
 async def _post_poison(stack: Stack, oracle: Oracle) -> tuple[list[str], str]:
     """Three events of a customer whose every send WeChat answers -1 (busy), and one event that cannot be
-    rendered (an amount of 11 integer digits: more than a WeChat amount value holds)."""
+    rendered (an amount of 11 integer digits: more than a WeChat amount value holds). The gateway refuses
+    such an amount now, so the entry is rewritten in the stream before the worker starts: any payload render
+    raises on must still reach a final state. Starts the stack's worker."""
     status, _ = await stack.client.call(
         "PUT", "/v1/bindings/C-poison", {"openid": "oUser_poison", "appid": POISON_APPID}
     )
@@ -264,9 +266,16 @@ async def _post_poison(stack: Stack, oracle: Oracle) -> tuple[list[str], str]:
     await stack.sim("PUT", f"/sim/faults?appid={POISON_APPID}", {"errcode_rates": {"-1": 1.0}})
     busy = [make_event(customer_id="C-poison") for _ in range(3)]
     await oracle.bind("C-huge", "oUser_huge")
-    huge = make_event(customer_id="C-huge", amount="99999999999.99")
+    huge = make_event(customer_id="C-huge", amount="99.99")
     for event in [*busy, huge]:
         assert await oracle.post(event) == 202
+    for entry_id, fields in cast(list[tuple[str, dict[str, str]]], await stack.redis.xrange(keys.stream(0))):
+        if fields["eid"] == huge["event_id"]:
+            body = orjson.loads(fields["ev"]) | {"amount": "99999999999.99"}
+            poison: dict[Any, Any] = {**fields, "ev": orjson.dumps(body)}
+            await stack.redis.xadd(keys.stream(0), poison)
+            await stack.redis.xdel(keys.stream(0), entry_id)
+    stack.start_worker()
     return [event["event_id"] for event in busy], huge["event_id"]
 
 
@@ -276,7 +285,12 @@ async def test_poison_messages_are_dead_lettered_without_holding_the_others_back
     """Poison first, the load behind it: every other event is delivered while the poison is still being
     retried; then WeChat calls the poison invalid (40037) and it is dead-lettered with the reason."""
     stack = await stack_for(
-        rate_limit=RATE, max_attempts=1000, breaker_failures=3, breaker_open_s=0.3, **_poison_stack_config()
+        workers=0,
+        rate_limit=RATE,
+        max_attempts=1000,
+        breaker_failures=3,
+        breaker_open_s=0.3,
+        **_poison_stack_config(),
     )
     oracle = Oracle(stack, "poison messages", f"4 poison then {EVENTS} events, {CUSTOMERS} customers")
     busy, huge = await _post_poison(stack, oracle)

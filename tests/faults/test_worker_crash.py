@@ -12,8 +12,10 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
+import orjson
 import pytest
 
+from gateway.core import keys
 from gateway.core.settings import RateLimit
 from tests.conftest import Stack
 from tests.faults.load import bind_customers, events_for, send_all
@@ -169,3 +171,58 @@ async def test_deliveries_cut_by_the_shutdown_deadline_are_reclaimed_and_not_dou
     assert counts.delivered == len(events)
     assert (await stack.sim("GET", "/sim/stats"))["deduplicated"] == len(events)
     assert await pending(stack.redis) == 0
+
+
+async def test_a_second_sigterm_cuts_off_at_once_with_json_lines_a_summary_and_exit_0(
+    stack_for: StackFactory, tmp_path: Path
+) -> None:
+    """Runbook, "Drain and restart safely": a second signal exits at once with JSON lines only and the
+    summary; what it cut off stays pending for a reclaim (never re-sent sooner as a retry)."""
+    stack = await stack_for(workers=0, rate_limit=RateLimit(1000, 60))
+    await stack.client.bind("C-twice", "oUser_twice")
+    await stack.sim("PUT", "/sim/faults", {"latency_ms": 20000})  # every send hangs past both signals
+    events = [make_event(customer_id="C-twice") for _ in range(4)]
+    for event in events:
+        assert (await stack.client.post_event(event))[0] == 202
+    log_path = tmp_path / "worker.log"
+    env = pushgw_env(
+        stack.settings.redis_url,
+        PUSHGW_WECHAT_BASE_URL=stack.sim_url,
+        PUSHGW_WECHAT_APPID=APPID,
+        PUSHGW_WECHAT_SECRET=APP_SECRET,
+        PUSHGW_METRICS_PORT="0",
+        PUSHGW_SHUTDOWN_TIMEOUT_S="60",
+        PUSHGW_WORKER_CONCURRENCY="32",
+        PUSHGW_LOG_LEVEL="INFO",
+    )
+    log = await asyncio.to_thread(log_path.open, "wb")
+    try:
+        process = await asyncio.create_subprocess_exec(
+            PUSHGW, "worker", env=env, stdout=log, stderr=asyncio.subprocess.STDOUT
+        )
+    finally:
+        await asyncio.to_thread(log.close)
+    try:
+
+        async def all_in_flight() -> bool:
+            return int((await stack.sim("GET", "/sim/stats"))["calls"]["send"]) >= len(events)
+
+        await eventually(all_in_flight, timeout_s=30)
+        process.send_signal(signal.SIGTERM)
+
+        async def first_heard() -> bool:
+            return "signal received" in await asyncio.to_thread(log_path.read_text)
+
+        await eventually(first_heard, timeout_s=10)
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), timeout=10) == 0
+    finally:
+        await kill_left([process])
+    text = await asyncio.to_thread(log_path.read_text)
+    assert "Traceback" not in text
+    lines = [orjson.loads(line) for line in text.splitlines() if line.strip()]  # JSON lines, every one
+    [summary] = [line for line in lines if line["msg"] == "worker stopped"]
+    assert (summary["cut_off"], summary["delivered"], summary["deliveries"]) == (len(events), 0, {})
+    assert await pending(stack.redis) == len(events)  # left for a reclaim after PUSHGW_RECLAIM_IDLE_S
+    assert set((await record_statuses(stack.redis, events)).values()) == {"queued"}  # not "retrying"
+    assert await stack.redis.zcard(keys.retries(0)) == 0

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,16 +10,7 @@ import orjson
 from redis.asyncio import Redis
 
 from gateway.core import keys
-from tests.support import KEY_ID, SECRET, signed_headers
-
-_offsets = itertools.count()
-
-
-def fresh_headers(body: bytes, *, key_id: str = KEY_ID, secret: str = SECRET) -> dict[str, str]:
-    """Signed headers with a timestamp that differs from the last call's, so two requests with the same
-    body (a client's retry) never carry the same signature by accident."""
-    offset = next(_offsets) % 240
-    return signed_headers(body, key_id=key_id, secret=secret, at_s=int(time.time()) - offset)
+from tests.support import signed_headers
 
 
 @dataclass(frozen=True)
@@ -43,7 +32,7 @@ async def send(
 ) -> Answer:
     """One request; signed with fresh headers unless `headers` are given. The body is decoded as JSON."""
     body = raw if raw is not None else (b"" if data is None else orjson.dumps(data))
-    sent = fresh_headers(body) if headers is None else headers
+    sent = signed_headers(body, method=method, target=path) if headers is None else headers
     async with session.request(method, url + path, data=body, headers=sent) as response:
         payload = await response.read()
         decoded = orjson.loads(payload) if payload else None

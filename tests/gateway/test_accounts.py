@@ -13,7 +13,7 @@ import pytest
 from gateway.core.event import EventType, parse_event
 from gateway.core.settings import ConfigError, Settings
 from tests.conftest import Stack
-from tests.support import make_event
+from tests.support import KEY_ID, make_event
 from workers.render import Templates, render_digest, render_event
 
 CARD = "wx_card_centre"
@@ -99,7 +99,10 @@ def test_an_accounts_templates_are_the_shipped_ones_under_its_own_ids() -> None:
     shipped = Templates.load()
     card = shipped.with_ids(IDS)
     event = parse_event(make_event(type="loan_repayment"))
-    ours, theirs = render_event(shipped, event, "oUser_r1"), render_event(card, event, "oUser_r1")
+    ours, theirs = (
+        render_event(shipped, event, "oUser_r1", KEY_ID),
+        render_event(card, event, "oUser_r1", KEY_ID),
+    )
     assert theirs["template_id"] == "CardTpl-loan_repayment" != ours["template_id"]
     assert theirs["data"] == ours["data"]
     assert render_digest(card, "D-1", [event], "oUser_r1")["template_id"] == "CardTpl-digest"

@@ -30,6 +30,7 @@ pytestmark = pytest.mark.skipif(
 
 
 async def test_the_gateway_queues_a_burst_of_connections_while_busy(redis_server: RedisServer) -> None:
+    redis_server.fresh()  # the gateway is ready only on an initialised Redis
     gateway = start_gateway([PUSHGW], redis_server.url)
     async with ready_gateways([gateway]) as [url]:
         with _stopped(gateway[0].pid):

@@ -12,8 +12,8 @@ from redis.asyncio import Redis
 
 from gateway.core import keys
 from tests.conftest import Stack
-from tests.gateway.helpers import Answer, assert_error, fresh_headers, key_count, send
-from tests.support import KEY_ID, SECRET, make_event
+from tests.gateway.helpers import Answer, assert_error, key_count, send
+from tests.support import KEY_ID, SECRET, make_event, signed_headers
 
 pytestmark = pytest.mark.e2e
 
@@ -63,7 +63,13 @@ async def test_events_are_looked_up_within_the_callers_source(stack_for: Callabl
         stack,
         "GET",
         f"/v1/events/{event['event_id']}",
-        headers=fresh_headers(b"", key_id=OTHER_KEY_ID, secret=OTHER_SECRET),
+        headers=signed_headers(
+            b"",
+            method="GET",
+            target=f"/v1/events/{event['event_id']}",
+            key_id=OTHER_KEY_ID,
+            secret=OTHER_SECRET,
+        ),
     )
     assert_error(other, 404, "not_found")
 
@@ -126,5 +132,8 @@ async def test_binding_put_needs_json(stack_for: Callable[..., Any]) -> None:
     stack: Stack = await stack_for(workers=0)
     body = b"openid=oUser_ok0001"
     assert_error(await call(stack, "PUT", "/v1/bindings/C1", raw=body), 400, "invalid_json")
-    headers = {**fresh_headers(body), "Content-Type": "application/x-www-form-urlencoded"}
+    headers = {
+        **signed_headers(body, method="PUT", target="/v1/bindings/C1"),
+        "Content-Type": "application/x-www-form-urlencoded",
+    }
     assert_error(await call(stack, "PUT", "/v1/bindings/C1", raw=body, headers=headers), 415)

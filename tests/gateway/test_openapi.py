@@ -19,6 +19,8 @@ pytestmark = pytest.mark.e2e
 _METHODS = {"get", "put", "post", "delete", "patch", "head", "options"}
 _PREFS = "/v1/customers/{customer_id}/preferences"
 _TIMELINE = "/v1/customers/{customer_id}/events"
+_CUSTOMER = "/v1/customers/{customer_id}"
+_BATCH = "/v1/bindings/batch"
 
 
 def app_routes(settings_for: Callable[..., Any]) -> set[tuple[str, str]]:
@@ -90,6 +92,15 @@ async def test_the_answers_of_every_route_are_documented(stack_for: Callable[...
         ("get", "/v1/events/{event_id}", f"/v1/events/{event['event_id']}", None, {}),
         ("get", "/v1/events/{event_id}", "/v1/events/nope", None, {}),
         ("get", "/v1/events/{event_id}", "/v1/events/-bad", None, {}),
+        ("post", _BATCH, _BATCH, {"bindings": [{"customer_id": "C-doc", "openid": "oUser_doc001"}]}, {}),
+        ("post", _BATCH, _BATCH, {"bindings": []}, {}),
+        (
+            "post",
+            _BATCH,
+            _BATCH,
+            {"bindings": [{"customer_id": "C-doc", "openid": "oUser_doc001"}] * 501},
+            {},
+        ),
         ("put", "/v1/bindings/{customer_id}", "/v1/bindings/C-doc", {"openid": "oUser_doc001"}, {}),
         ("put", "/v1/bindings/{customer_id}", "/v1/bindings/C-doc", {"openid": "x"}, {}),
         ("get", "/v1/bindings/{customer_id}", "/v1/bindings/C-doc", None, {}),
@@ -103,6 +114,9 @@ async def test_the_answers_of_every_route_are_documented(stack_for: Callable[...
         ("get", _PREFS, "/v1/customers/-bad/preferences", None, {}),
         ("get", _TIMELINE, "/v1/customers/C-doc/events?limit=5", None, {}),
         ("get", _TIMELINE, "/v1/customers/C-doc/events?since=yesterday", None, {}),
+        ("delete", _CUSTOMER, "/v1/customers/C-doc", None, {}),
+        ("delete", _CUSTOMER, "/v1/customers/C-doc", None, {}),
+        ("delete", _CUSTOMER, "/v1/customers/-bad", None, {}),
         ("get", "/wechat/callback", "/wechat/callback?signature=x&timestamp=1&nonce=n&echostr=e", None, {}),
         ("post", "/wechat/callback", "/wechat/callback?signature=x", None, {"raw": b"<xml/>"}),
         ("get", "/healthz", "/healthz", None, {}),

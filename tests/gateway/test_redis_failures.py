@@ -13,11 +13,18 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
-from gateway.app import create_app
 from gateway.context import GATEWAY
 from tests.conftest import Stack
 from tests.gateway.helpers import Answer, assert_error, retry_after_s, send, stream_length
-from tests.support import Client, RedisServer, Running, eventually, make_event, signed_headers
+from tests.support import (
+    Client,
+    RedisServer,
+    Running,
+    eventually,
+    gateway_serving,
+    make_event,
+    signed_headers,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -143,7 +150,7 @@ async def gateway_app(
     redis: Redis, settings_for: Callable[..., Any]
 ) -> AsyncIterator[tuple[Running, Client, aiohttp.ClientSession]]:
     """A gateway whose app state the test can reach (to refresh its readiness now, not in 5 s)."""
-    running = await Running(create_app(settings_for())).start()
+    running = await gateway_serving(settings_for()).start()
     session = aiohttp.ClientSession()
     try:
         yield running, Client(session, running.url), session

@@ -10,8 +10,8 @@ import pytest
 from redis.asyncio import Redis
 
 from tests.conftest import Stack
-from tests.gateway.helpers import Answer, assert_error, fresh_headers, key_count, send, stream_length
-from tests.support import make_event
+from tests.gateway.helpers import Answer, assert_error, key_count, send, stream_length
+from tests.support import make_event, signed_headers
 
 pytestmark = pytest.mark.e2e
 
@@ -73,6 +73,8 @@ INVALID: list[tuple[str, Any]] = [
     ("amount", "NaN"),
     ("amount", "1" * 16),
     ("amount", "1٣.00"),
+    ("amount", "999999999999999.99"),  # more digits than a WeChat amount value shows: render would refuse it
+    ("amount", "10000000000"),
     ("balance", "0.٣"),
     ("currency", "cny"),
     ("currency", "RMB"),
@@ -95,6 +97,7 @@ INVALID: list[tuple[str, Any]] = [
     ("counterparty", "line\nbreak"),
     ("counterparty", "nul\x00"),
     ("counterparty", "   "),
+    ("counterparty", "\u200b\u2060\u202e"),  # nothing visible once invisible characters are removed
     ("counterparty", 7),
     ("channel", "c" * 33),
     ("channel", "tab\there"),
@@ -139,7 +142,7 @@ async def test_bodies_that_are_not_one_event_object(stack: Stack, body: bytes, s
 @pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])
 async def test_wrong_content_type_is_415(stack: Stack, content_type: str | None) -> None:
     body = orjson.dumps(make_event())
-    headers = fresh_headers(body)
+    headers = signed_headers(body)
     if content_type is None:
         del headers["Content-Type"]
     else:
@@ -150,7 +153,7 @@ async def test_wrong_content_type_is_415(stack: Stack, content_type: str | None)
 async def test_json_content_type_with_charset_is_accepted(stack_for: Callable[..., Any]) -> None:
     stack: Stack = await stack_for(workers=0)
     body = orjson.dumps(make_event())
-    headers = {**fresh_headers(body), "Content-Type": "application/json; charset=utf-8"}
+    headers = {**signed_headers(body), "Content-Type": "application/json; charset=utf-8"}
     answer = await send(stack.session, stack.client.url, "POST", "/v1/events", raw=body, headers=headers)
     assert answer.status == 202
 
@@ -169,7 +172,7 @@ async def test_body_over_the_limit_without_content_length_is_413(stack: Stack) -
         for _ in range(10):
             yield b" " * 1024
 
-    headers = fresh_headers(b"")
+    headers = signed_headers(b"")
     async with stack.session.post(stack.client.url + "/v1/events", data=chunks(), headers=headers) as resp:
         answer = Answer(resp.status, orjson.loads(await resp.read()), dict(resp.headers))
     assert_error(answer, 413, "payload_too_large")

@@ -96,7 +96,7 @@ def test_table_lines_up() -> None:
 def _report() -> dict[str, object]:
     medians = {"H": 10_000.0, "single": 6_000.0, "single_uncoalesced": math.nan, "batch": 40_000.0}
     medians |= {"XADD": 200_000.0, "C": 10_000.0, "SIM": 12_000.0, "delivery": 7_000.0}
-    medians |= {"stages_max": 6_000.0, "pipeline_max": 4_500.0}
+    medians |= {"stages_max": 6_000.0, "pipeline_max": 4_500.0, "verify_us": 25.0}
     medians |= {f"cpu_us.{measure}.{process}": 100.0 for measure, process in CPU_ROWS}
     medians |= {"cpu_us.delivery.worker": 140.0, "cpu_us.single.gateway": 250.0}
     for run in ("e2e_at_stages", "e2e_at_pipeline"):
@@ -122,6 +122,7 @@ def test_rows_give_each_product_figure_its_ratio() -> None:
     assert by_name["pipeline max, every process at once"].ratio == pytest.approx(0.75)
     assert by_name["  delivery: worker"].ratio == pytest.approx(1.4)  # CPU per delivery against the client's
     assert by_name["  single: gateway"].ratio == pytest.approx(2.5)
+    assert by_name["  of which: signature verification (RFC 9421)"].ratio == pytest.approx(0.1)
     assert not any("35%" in name for name in by_name)
     assert by_name["  accepted (202) of the events sent"].ratio == pytest.approx(0.99)
     assert "quick; medians of 1 round(s)" in render(_report())

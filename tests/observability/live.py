@@ -57,7 +57,13 @@ class Live:
 
 def http(method: str, url: str, body: Any = None, *, signed: bool = False) -> tuple[int, bytes]:
     data = None if body is None else orjson.dumps(body)
-    headers = signed_headers(data or b"") if signed else {"Content-Type": "application/json"}
+    target = urllib.parse.urlsplit(url)
+    path = target.path + (f"?{target.query}" if target.query else "")
+    headers = (
+        signed_headers(data or b"", method=method, target=path)
+        if signed
+        else {"Content-Type": "application/json"}
+    )
     request = urllib.request.Request(url, data=data, method=method, headers=headers)  # noqa: S310 - loopback
     try:
         with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 - loopback
@@ -108,6 +114,7 @@ def live_deployment(directory: Path) -> Iterator[Live]:
     redis = RedisServer(directory / "redis")
     (directory / "redis").mkdir()
     redis.start()
+    redis.fresh()  # a new deployment: its data epoch initialised
     live = Live(
         gateway_url=f"http://127.0.0.1:{ports['gateway']}",
         worker_url=f"http://127.0.0.1:{ports['worker']}",

@@ -1,6 +1,6 @@
 """deploy/compose.yaml, checked offline (no Docker engine here, and no compose JSON schema ships in a wheel we
 can rely on): its services, commands, variables, mounts and ports agree with the CLI, the settings and
-deploy/prometheus.yml."""
+deploy/prometheus.yml. `make image-check` (opt-in) runs it for real with podman-compose."""
 
 from __future__ import annotations
 
@@ -123,12 +123,49 @@ def test_grafana_reads_the_provisioning_and_prometheus() -> None:
 def test_redis_keeps_the_promises() -> None:
     redis = services()["redis"]
     assert "./redis.conf:/usr/local/etc/redis/redis.conf:ro" in redis["volumes"]
-    assert "/usr/local/etc/redis/redis.conf" in redis["command"]
+    assert redis["command"][:2] == ["redis-server", "/usr/local/etc/redis/redis.conf"]
     conf = (DEPLOY / "redis.conf").read_text().split("\n")
     assert {"appendonly yes", "appendfsync always", "maxmemory-policy noeviction"} <= set(conf)
+
+
+# ${PUSHGW_REDIS_PASSWORD:?message}: compose refuses to start without it (no default, so no demo password)
+PASSWORD = re.compile(r"\$\{PUSHGW_REDIS_PASSWORD:\?[^}]+\}")
+
+
+def test_redis_requires_a_password_from_the_environment() -> None:
+    """Without a password Redis answers other containers DENIED (protected mode): compose gives it one,
+    from PUSHGW_REDIS_PASSWORD alone, and every client's URL carries that same variable."""
+    redis = services()["redis"]
+    command = redis["command"]
+    assert PASSWORD.fullmatch(command[command.index("--requirepass") + 1])
+    assert PASSWORD.fullmatch(environment(redis)["REDISCLI_AUTH"])  # the healthcheck logs in with it
+    assert "redis-cli" in " ".join(redis["healthcheck"]["test"])
     for name in pushgw_services():
         if name != "wechatsim":
-            assert environment(services()[name])["PUSHGW_REDIS_URL"] == "redis://redis:6379/0"
+            url = environment(services()[name])["PUSHGW_REDIS_URL"]
+            assert re.fullmatch(rf"redis://:{PASSWORD.pattern}@redis:6379/0", url), (name, url)
+    conf = (DEPLOY / "redis.conf").read_text().split("\n")
+    assert "protected-mode yes" in conf
+    assert not any(line.startswith(("requirepass", "masterauth", "user ")) for line in conf)
+
+
+def strings(node: Any) -> list[str]:
+    """Every string in a YAML document (keys and values)."""
+    if isinstance(node, dict):
+        return [text for key, value in node.items() for text in strings(key) + strings(value)]
+    if isinstance(node, list):
+        return [text for item in node for text in strings(item)]
+    return [node] if isinstance(node, str) else []
+
+
+def test_no_literal_redis_password_anywhere_in_compose() -> None:
+    """Every Redis URL's userinfo is the variable, and every use of the variable is the required form (no
+    `:-default`): a password written into the repository is a password everyone has."""
+    text = "\n".join(strings(yaml.safe_load(COMPOSE.read_text())))  # what compose reads: no comments
+    userinfos = re.findall(r"redis://([^@\n]*)@", text)
+    assert len(userinfos) == 2 and all(PASSWORD.fullmatch(info.removeprefix(":")) for info in userinfos)
+    uses = re.findall(r"\$\{?PUSHGW_REDIS_PASSWORD[^}]*\}?", text)
+    assert len(uses) == 4 and all(PASSWORD.fullmatch(use) for use in uses), uses
 
 
 @pytest.mark.parametrize("name", sorted(REQUIRED))

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from redis import Redis
 
 from tests.observability.live import http, until
 from tests.observability.tools import run_tool
@@ -45,10 +44,7 @@ def spawned_children(parent: int) -> list[int]:
 @contextmanager
 def pushgw(tmp_path: Path, redis_server: RedisServer, *args: str, **env: str) -> Iterator[int]:
     """`pushgw ARGS` running with PROCESSES processes; yields the parent's pid, SIGTERMs it at the end."""
-    if redis_server.process is None or redis_server.process.poll() is not None:
-        redis_server.start()
-    with Redis.from_url(redis_server.url) as client:
-        client.flushall()
+    redis_server.fresh()
     environ = {
         **os.environ,
         "PUSHGW_REDIS_URL": redis_server.url,

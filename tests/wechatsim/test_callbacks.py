@@ -1,30 +1,41 @@
 """Delivery-finished events: signed TEMPLATESENDJOBFINISH XML per delivered message, status shares, doubles,
-retries (3 tries in all) when the answer is not `success`, all replayable under a seed."""
+retries (3 tries in all) when the answer is not `success`, all replayable under a seed; with an
+EncodingAESKey, safe-mode posts that wechatpy's WeChatCrypto (a third party) verifies and opens."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import xml.etree.ElementTree as ET
 from typing import Any
 
 import pytest
 from aiohttp import web
+from wechatpy.crypto import WeChatCrypto
+from wechatpy.exceptions import InvalidAppIdException, InvalidSignatureException
 
 from tests.support import Running, eventually
 from tests.wechatsim.conftest import APPID, OPENID, MakeSim, Sim, send_payload
-from wechatsim.callback import FinishEvent, account_id, finish_xml, parse_callback, signature
+from wechatsim.callback import CallbackError, FinishEvent, account_id, finish_xml, parse_callback, signature
 from wechatsim.cli import config_from_env
 
 TOKEN = "cb-token"  # noqa: S105 - a fixture callback token
+AES_KEY = base64.b64encode(bytes(range(50, 82))).decode()[:43]
 
 
 class Receiver:
-    """A fake bank server: checks the signature, keeps each event, answers from a script then `success`."""
+    """A fake bank server: checks the signature, keeps each event, answers from a script then `success`.
+
+    With `aes_key` set it is in safe mode: wechatpy's WeChatCrypto checks msg_signature and opens the body
+    (a post it cannot open counts as a bad signature)."""
 
     def __init__(self, answers: list[str] | None = None) -> None:
         self.answers = list(answers or [])
         self.events: list[dict[str, str]] = []
+        self.queries: list[dict[str, str]] = []
+        self.envelopes: list[dict[str, str]] = []
         self.bad_signatures = 0
+        self.aes_key: str | None = None
         app = web.Application()
         app.router.add_post("/wechat/callback", self.handle)
         self.running = Running(app)
@@ -38,7 +49,20 @@ class Receiver:
         joined = "".join(sorted([TOKEN, query["timestamp"], query["nonce"]]))
         if hashlib.sha1(joined.encode()).hexdigest() != query["signature"]:  # noqa: S324
             self.bad_signatures += 1
-        root = ET.fromstring(await request.read())  # noqa: S314 - XML from the simulator under test
+        self.queries.append(dict(query))
+        body = await request.read()
+        if self.aes_key is not None:
+            envelope = ET.fromstring(body)  # noqa: S314 - XML from the simulator under test
+            self.envelopes.append({child.tag: child.text or "" for child in envelope})
+            crypto = WeChatCrypto(TOKEN, self.aes_key, APPID)
+            try:
+                body = crypto.decrypt_message(
+                    body, query.get("msg_signature", ""), query["timestamp"], query["nonce"]
+                ).encode()
+            except (InvalidSignatureException, InvalidAppIdException):
+                self.bad_signatures += 1
+                return web.Response(text="bad")
+        root = ET.fromstring(body)  # noqa: S314 - XML from the simulator under test
         self.events.append({child.tag: child.text or "" for child in root})
         return web.Response(text=self.answers.pop(0) if self.answers else "success")
 
@@ -71,6 +95,19 @@ def _callback(receiver: Receiver, **extra: object) -> dict[str, object]:
     return {"url": receiver.url, "token": TOKEN, "retry_delay_ms": 0, **extra}
 
 
+def _finished(sim: Any, sent: dict[str, Any]) -> dict[str, str]:
+    """The TEMPLATESENDJOBFINISH event the simulator posts for `sent` (WECHAT_API.md s.4)."""
+    return {
+        "ToUserName": account_id(APPID),
+        "FromUserName": OPENID,
+        "CreateTime": str(int(sim.clock.now_s)),
+        "MsgType": "event",
+        "Event": "TEMPLATESENDJOBFINISH",
+        "MsgID": str(sent["msgid"]),
+        "Status": "success",
+    }
+
+
 async def test_each_delivered_message_gets_one_signed_finish_event(sim: Sim, receiver: Receiver) -> None:
     await sim.put_faults({"callback": _callback(receiver)})
     token = await sim.token()
@@ -87,17 +124,7 @@ async def test_each_delivered_message_gets_one_signed_finish_event(sim: Sim, rec
         "dropped": 0,
     }
     assert receiver.bad_signatures == 0
-    assert receiver.events == [
-        {
-            "ToUserName": account_id(APPID),
-            "FromUserName": OPENID,
-            "CreateTime": str(int(sim.clock.now_s)),
-            "MsgType": "event",
-            "Event": "TEMPLATESENDJOBFINISH",
-            "MsgID": str(sent["msgid"]),
-            "Status": "success",
-        }
-    ]
+    assert receiver.events == [_finished(sim, sent)]
     [logged] = (await sim.get("/sim/callbacks"))[1]["callbacks"]
     assert logged == {
         "msgid": sent["msgid"],
@@ -175,3 +202,57 @@ def test_signature_and_xml_shape() -> None:
     xml = finish_xml(FinishEvent(config, APPID, OPENID, 42, "failed: system failed", 1395658920))
     assert b"<Status><![CDATA[failed: system failed]]></Status>" in xml
     assert b"<MsgID>42</MsgID>" in xml and b"<CreateTime>1395658920</CreateTime>" in xml
+
+
+async def test_safe_mode_posts_open_with_wechatpy(sim: Sim, receiver: Receiver) -> None:
+    receiver.aes_key = AES_KEY
+    status, faults = await sim.put_faults({"callback": _callback(receiver, encoding_aes_key=AES_KEY)})
+    assert status == 200 and faults["callback"]["safe_mode"] is True
+    assert AES_KEY not in str(faults)
+    token = await sim.token()
+    sent = await sim.send(token, send_payload())
+    stats = await _settled(sim, 1)
+    assert (stats["tries"], stats["acknowledged"]) == (1, 1)
+    assert receiver.bad_signatures == 0
+    assert receiver.events == [_finished(sim, sent)]
+    [query] = receiver.queries
+    assert set(query) == {"signature", "timestamp", "nonce", "encrypt_type", "msg_signature"}
+    assert (query["encrypt_type"], query["timestamp"]) == ("aes", str(int(sim.clock.now_s)))
+    [envelope] = receiver.envelopes
+    assert set(envelope) == {"ToUserName", "Encrypt"} and envelope["ToUserName"] == account_id(APPID)
+    assert OPENID not in envelope["Encrypt"]
+
+
+async def test_a_safe_mode_post_for_another_key_does_not_open(sim: Sim, receiver: Receiver) -> None:
+    """The receiver holds another EncodingAESKey: wechatpy cannot open the post, and it is retried."""
+    receiver.aes_key = base64.b64encode(bytes(32)).decode()[:43]
+    await sim.put_faults({"callback": _callback(receiver, encoding_aes_key=AES_KEY)})
+    await _send_many(sim, 1)
+    stats = await _settled(sim, 1)
+    assert (stats["tries"], stats["given_up"]) == (3, 1)
+    assert receiver.events == []
+
+
+@pytest.mark.parametrize("bad", ["short", AES_KEY[:42] + "!", AES_KEY + "A", 43])
+def test_a_bad_encoding_aes_key_is_refused(bad: object) -> None:
+    with pytest.raises(CallbackError, match="encoding_aes_key"):
+        parse_callback({"url": "http://x/cb", "encoding_aes_key": bad})
+    if isinstance(bad, str):
+        environ = {"PUSHGW_SIM_CALLBACK_URL": "http://x/cb", "PUSHGW_SIM_ENCODING_AES_KEY": bad}
+        with pytest.raises(ValueError, match="PUSHGW_SIM_ENCODING_AES_KEY") as raised:
+            config_from_env(environ)
+        assert bad not in str(raised.value)
+
+
+def test_safe_mode_from_the_environment() -> None:
+    config = config_from_env(
+        {
+            "PUSHGW_SIM_CALLBACK_URL": "http://127.0.0.1:8080/wechat/callback",
+            "PUSHGW_SIM_CALLBACK_TOKEN": "t",
+            "PUSHGW_SIM_ENCODING_AES_KEY": AES_KEY,
+        }
+    )
+    assert config.callback is not None
+    assert config.callback.encoding_aes_key == AES_KEY
+    assert AES_KEY not in repr(config.callback) and AES_KEY not in repr(config)
+    assert config.callback.to_json()["safe_mode"] is True

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import wechatsim
 
-ALLOWED_THIRD_PARTY = {"aiohttp", "orjson", "prometheus_client"}
+ALLOWED_THIRD_PARTY = {"aiohttp", "orjson", "prometheus_client", "cryptography"}  # cryptography: safe mode
 
 
 def _imported_roots(path: Path) -> set[str]:

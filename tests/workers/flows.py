@@ -66,9 +66,10 @@ async def scored(redis: Redis, key: str) -> list[tuple[str, float]]:
 
 
 def pushgw_env(redis_url: str, **extra: str) -> dict[str, str]:
-    """The environment of a `pushgw` subprocess: ours without other PUSHGW_* settings, plus `extra`."""
+    """The environment of a `pushgw` subprocess: ours without other PUSHGW_* settings, plus `extra`. A gateway
+    stops at once on SIGTERM here (no drain grace: tests stop gateways often) unless `extra` sets one."""
     env = {name: value for name, value in os.environ.items() if not name.startswith("PUSHGW_")}
-    return {**env, "PUSHGW_REDIS_URL": redis_url, **extra}
+    return {**env, "PUSHGW_REDIS_URL": redis_url, "PUSHGW_DRAIN_GRACE_S": "0", **extra}
 
 
 def start_gateway(command: list[str], redis_url: str, **extra: str) -> tuple[subprocess.Popen[bytes], str]:

@@ -13,7 +13,7 @@ from prometheus_client import REGISTRY
 
 from gateway.core import keys
 from tests.conftest import Stack
-from tests.support import APP_SECRET, APPID, eventually, make_event
+from tests.support import APP_SECRET, APPID, eventually, make_event, sent_as
 from tests.workers.flows import StackFactory, lifecycle, record_statuses
 from wechatsim.app import SimConfig
 from wechatsim.catalog import load_templates
@@ -154,7 +154,7 @@ async def test_one_accounts_outage_does_not_stop_the_others_deliveries(stack_for
     assert _metric("pushgw_circuit_open", {"appid": CARD_APPID}) == 0
     for customer_id, openid in card:  # one message per event, however many probes failed
         sent = [message["client_msg_id"] for message in await stack.delivered_to(openid)]
-        assert sorted(sent) == sorted(e["event_id"] for e in held if e["customer_id"] == customer_id)
+        assert sorted(sent) == sorted(sent_as(e) for e in held if e["customer_id"] == customer_id)
 
 
 @pytest.mark.parametrize(

@@ -12,8 +12,10 @@ from typing import Any, cast
 import orjson
 import pytest
 from redis.asyncio import Redis
+from standardwebhooks import Webhook
 
 from gateway.core import keys
+from gateway.core.recipient import recipient_hash
 from gateway.core.redis import ensure_groups
 from gateway.core.scripts import Scripts
 from gateway.core.settings import Settings
@@ -46,18 +48,27 @@ def test_sign_reproduces_the_specs_test_vector() -> None:
     assert sign(signing_key(VECTOR_SECRET), VECTOR_ID, VECTOR_TS, VECTOR_BODY) == VECTOR_SIGNATURE
 
 
-def test_the_test_receiver_accepts_the_vector_and_refuses_changes() -> None:
-    def headers(signature: str = VECTOR_SIGNATURE, msg_id: str = VECTOR_ID) -> dict[str, str]:
-        return {"webhook-id": msg_id, "webhook-timestamp": str(VECTOR_TS), "webhook-signature": signature}
+def test_the_official_library_agrees_with_the_vector() -> None:
+    library = Webhook(VECTOR_SECRET)
+    assert library.sign(VECTOR_ID, datetime.fromtimestamp(VECTOR_TS, UTC), VECTOR_BODY) == VECTOR_SIGNATURE
 
-    now_s = VECTOR_TS + 10
-    assert verify(headers(), VECTOR_BODY, [VECTOR_SECRET], now_s) is None
-    assert verify(headers(f"v1,bad {VECTOR_SIGNATURE}"), VECTOR_BODY, [VECTOR_SECRET], now_s) is None
-    assert verify(headers(), VECTOR_BODY + b" ", [VECTOR_SECRET], now_s) == "no matching signature"
-    assert verify(headers(msg_id="msg_other"), VECTOR_BODY, [VECTOR_SECRET], now_s) is not None
-    assert verify(headers(), VECTOR_BODY, ["whsec_b3RoZXI="], now_s) == "no matching signature"
-    assert verify(headers(), VECTOR_BODY, [VECTOR_SECRET], now_s + 3600) == "stale or bad timestamp"
-    assert verify({}, VECTOR_BODY, [VECTOR_SECRET], now_s) == "missing header"
+
+def test_the_test_receiver_accepts_our_signature_and_refuses_changes() -> None:
+    now_s = int(time.time())
+
+    def headers(signature: str | None = None, msg_id: str = VECTOR_ID, at_s: int = now_s) -> dict[str, str]:
+        signature = signature or sign(signing_key(SECRET), VECTOR_ID, at_s, VECTOR_BODY)
+        return {"webhook-id": msg_id, "webhook-timestamp": str(at_s), "webhook-signature": signature}
+
+    assert verify(headers(), VECTOR_BODY, [SECRET]) is None
+    assert verify(headers(), VECTOR_BODY, [whsec(SECRET)]) is None
+    assert verify(headers(f"v1,bad {headers()['webhook-signature']}"), VECTOR_BODY, [SECRET]) is None
+    assert verify(headers(), VECTOR_BODY, ["other", SECRET]) is None
+    assert verify(headers(), VECTOR_BODY + b" ", [SECRET]) == "No matching signature found"
+    assert verify(headers(msg_id="msg_other"), VECTOR_BODY, [SECRET]) == "No matching signature found"
+    assert verify(headers(), VECTOR_BODY, ["whsec_b3RoZXI="]) == "No matching signature found"
+    assert verify(headers(at_s=now_s - 3600), VECTOR_BODY, [SECRET]) == "Message timestamp too old"
+    assert verify({}, VECTOR_BODY, [SECRET]) == "Missing required headers"
 
 
 def test_signing_key_of_plain_and_whsec_secrets() -> None:
@@ -296,11 +307,22 @@ async def test_a_user_block_queued_by_finish_event_is_posted(
 ) -> None:
     await ensure_groups(redis, 1)
     record = keys.event(SHARD, KEY_ID, "E-blocked")
+    to_hash = recipient_hash("77", "oBlocked_0001")
     await redis.hset(
-        record, mapping={"status": "delivered", "src": KEY_ID, "eid": "E-blocked", "customer_id": "C9"}
+        record,
+        mapping={
+            "status": "delivered",
+            "src": KEY_ID,
+            "eid": "E-blocked",
+            "customer_id": "C9",
+            "msgid": "77",
+            "to_hash": to_hash,
+        },
     )
     settings = settings_for(callback_urls={KEY_ID: receiver.url})
-    await Scripts(settings).finish_event(redis, SHARD, [record], "failed:user block", 1_800_000_000_000)
+    await Scripts(settings).finish_event(
+        redis, SHARD, [record], "failed:user block", 1_800_000_000_000, msgid="77", to_hash=to_hash
+    )
     batch: Any = await redis.xreadgroup(keys.NOTICE_GROUP, "t", {keys.notices(SHARD): ">"}, count=1)
     [(entry_id, fields)] = cast(Entries, batch[0][1])
 

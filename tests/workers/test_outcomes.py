@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from gateway.core import keys
-from tests.support import APPID, eventually, make_event
+from tests.support import APPID, eventually, make_event, sent_as
 from tests.workers.flows import Entries, StackFactory, lifecycle, pending, pushgw, scored, until_status
 
 CUSTOMER = "C100234"
@@ -28,7 +28,7 @@ async def test_busy_then_success_is_retried_and_delivered_once(stack_for: StackF
     view = await until_status(stack, event["event_id"], "delivered")
     assert view["attempts"] == 2
     [message] = await stack.delivered_to(OPENID)
-    assert message["client_msg_id"] == event["event_id"]
+    assert message["client_msg_id"] == sent_as(event)
     stats = await stack.sim("GET", "/sim/stats")
     assert stats["errcodes"] == {"-1": 1, "0": 1}
     assert await pending(stack.redis) == 0
@@ -67,10 +67,7 @@ async def test_expired_token_mid_run_is_refreshed_and_the_send_repeated_at_once(
     assert stats["errcodes"] == {"0": 2, "42001": 1}
     assert stats["calls"]["stable_token"] == 2
     assert stats["calls"]["send"] == 3
-    assert [m["client_msg_id"] for m in await stack.delivered_to(OPENID)] == [
-        first["event_id"],
-        second["event_id"],
-    ]
+    assert [m["client_msg_id"] for m in await stack.delivered_to(OPENID)] == [sent_as(first), sent_as(second)]
 
 
 async def test_invalid_credential_forces_a_new_token_when_wechat_repeats_the_old_one(
@@ -125,7 +122,7 @@ async def test_a_rebound_customer_is_not_marked_by_an_old_openids_failure(stack_
     later = make_event(customer_id=CUSTOMER)
     await stack.client.post_event(later)
     await until_status(stack, later["event_id"], "delivered")
-    assert [m["client_msg_id"] for m in await stack.delivered_to("oUser_rebound")] == [later["event_id"]]
+    assert [m["client_msg_id"] for m in await stack.delivered_to("oUser_rebound")] == [sent_as(later)]
 
 
 async def test_invalid_payload_is_dead_lettered_without_retry(stack_for: StackFactory) -> None:
@@ -245,7 +242,7 @@ async def test_max_attempts_dead_letters_and_replay_delivers_once(stack_for: Sta
     view = await until_status(stack, event["event_id"], "delivered")
     assert view["attempts"] == 1
     [message] = await stack.delivered_to(OPENID)
-    assert message["client_msg_id"] == event["event_id"]
+    assert message["client_msg_id"] == sent_as(event)
     assert (await pushgw(stack.settings.redis_url, "dlq", "list"))[1] == ""
     assert await pending(stack.redis) == 0
 
@@ -272,7 +269,7 @@ async def test_a_replayed_letter_that_aged_out_is_tried_again_not_dead_lettered_
 
     view = await until_status(stack, event["event_id"], "delivered")
     assert view["attempts"] == 2  # the busy answer, then the delivery
-    assert [m["client_msg_id"] for m in await stack.delivered_to(OPENID)] == [event["event_id"]]
+    assert [m["client_msg_id"] for m in await stack.delivered_to(OPENID)] == [sent_as(event)]
 
 
 async def test_minute_quota_schedules_the_retry_after_the_next_minute(stack_for: StackFactory) -> None:

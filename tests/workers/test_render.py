@@ -12,11 +12,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.core.event import Event, EventType
+from tests.support import KEY_ID
 from wechatsim.catalog import load_templates
 from wechatsim.rules import check_data
 from workers.render import (
+    CLIENT_MSG_ID_MAX,
     RenderError,
     Templates,
+    client_msg_id,
     fit,
     format_amount,
     format_time,
@@ -59,9 +62,9 @@ def _values(message: dict[str, Any]) -> dict[str, str]:
 
 
 def test_event_renders_every_key() -> None:
-    message = render_event(TEMPLATES, _event(), OPENID)
+    message = render_event(TEMPLATES, _event(), OPENID, KEY_ID)
     assert message["touser"] == OPENID
-    assert message["client_msg_id"] == "EV-render"
+    assert message["client_msg_id"] == "cbs/EV-render"
     assert message["template_id"] == "Tq1Kx0CardPurchaseNotice000000000000000003"
     assert _values(message) == {
         "thing1": "尾号1234",
@@ -73,21 +76,48 @@ def test_event_renders_every_key() -> None:
     }
 
 
+def test_client_msg_id_is_one_per_source_and_event_and_the_same_on_every_attempt() -> None:
+    assert client_msg_id("cbs", "CBS-1") == "cbs/CBS-1" == client_msg_id("cbs", "CBS-1")
+    assert client_msg_id("cards", "CBS-1") == "cards/CBS-1"
+    # a ':' may be in a key id and in an event id: the '/' keeps ("a:b", "c") and ("a", "b:c") apart
+    assert client_msg_id("a:b", "c") != client_msg_id("a", "b:c")
+    assert client_msg_id("k" * 31, "E" * 32) == "k" * 31 + "/" + "E" * 32  # 64 characters: as it is
+    hashed = client_msg_id("k" * 32, "E" * 32)  # 65: hashed
+    assert re.fullmatch(r"h-[0-9a-f]{62}", hashed) and hashed == client_msg_id("k" * 32, "E" * 32)
+    assert hashed not in {client_msg_id("k" * 32, "E" * 31 + "F"), client_msg_id("k" * 31 + "j", "E" * 32)}
+    with pytest.raises(ValueError, match="/"):
+        client_msg_id("a/b", "c")
+
+
+_KEY_ID = st.from_regex(r"[A-Za-z0-9._:-]{1,64}", fullmatch=True)  # PUSHGW_API_KEYS' key ids
+_EVENT_ID = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}", fullmatch=True)  # the event_id field
+
+
+@given(first=st.tuples(_KEY_ID, _EVENT_ID), second=st.tuples(_KEY_ID, _EVENT_ID))
+def test_client_msg_ids_fit_wechat_and_two_events_never_share_one(
+    first: tuple[str, str], second: tuple[str, str]
+) -> None:
+    sent = client_msg_id(*first)
+    assert sent.isascii() and len(sent) <= CLIENT_MSG_ID_MAX == 64
+    assert not sent.startswith("dg-")  # a digest's id
+    assert (sent == client_msg_id(*second)) == (first == second)
+
+
 @pytest.mark.parametrize("event_type", list(EventType))
 def test_each_type_has_its_label_and_passes_the_simulators_rules(event_type: EventType) -> None:
-    message = render_event(TEMPLATES, _event(type=event_type), OPENID)
+    message = render_event(TEMPLATES, _event(type=event_type), OPENID, KEY_ID)
     assert _values(message)["phrase3"] == LABELS[event_type]
     sim_template = load_templates()[message["template_id"]]
     assert check_data(sim_template.keys, message["data"]) is None
 
 
 def test_optional_values_are_left_out_not_sent_empty() -> None:
-    message = render_event(TEMPLATES, _event(balance=None, counterparty=None), OPENID)
+    message = render_event(TEMPLATES, _event(balance=None, counterparty=None), OPENID, KEY_ID)
     assert set(message["data"]) == {"thing1", "time2", "phrase3", "amount4"}
 
 
 def test_an_overdrawn_balance_is_left_out() -> None:
-    assert "amount5" not in render_event(TEMPLATES, _event(balance="-12.00"), OPENID)["data"]
+    assert "amount5" not in render_event(TEMPLATES, _event(balance="-12.00"), OPENID, KEY_ID)["data"]
 
 
 @pytest.mark.parametrize(
@@ -120,7 +150,7 @@ def test_amount_with_too_many_digits_is_a_render_error(amount: str, currency: st
     with pytest.raises(RenderError):
         format_amount(amount, currency)
     with pytest.raises(RenderError):
-        render_event(TEMPLATES, _event(amount=amount, currency=currency), OPENID)
+        render_event(TEMPLATES, _event(amount=amount, currency=currency), OPENID, KEY_ID)
 
 
 def test_thing_is_cut_to_twenty_characters() -> None:
@@ -129,7 +159,9 @@ def test_thing_is_cut_to_twenty_characters() -> None:
     assert len(cut) == 20
     assert cut == "Starbucks Shanghai " + "…"
     long_party = "上海某某科技有限公司上海某某科技有限公司上海"
-    assert len(_values(render_event(TEMPLATES, _event(counterparty=long_party), OPENID))["thing6"]) == 20
+    assert (
+        len(_values(render_event(TEMPLATES, _event(counterparty=long_party), OPENID, KEY_ID))["thing6"]) == 20
+    )
 
 
 def test_phrase_that_cannot_fit_is_a_render_error() -> None:
@@ -160,7 +192,7 @@ def test_time_is_shown_in_shanghai(occurred_at: str, shown: str) -> None:
     from datetime import datetime
 
     assert format_time(datetime.fromisoformat(occurred_at)) == shown
-    assert _values(render_event(TEMPLATES, _event(occurred_at=occurred_at), OPENID))["time2"] == shown
+    assert _values(render_event(TEMPLATES, _event(occurred_at=occurred_at), OPENID, KEY_ID))["time2"] == shown
 
 
 def test_digest_counts_totals_and_earliest_time() -> None:
@@ -217,7 +249,7 @@ def test_no_more_than_the_last_four_digits_of_the_account_are_rendered(
     account: str, event_type: EventType, counterparty: str
 ) -> None:
     event = _event(event_id="EV-mask", account=account, type=event_type, counterparty=counterparty)
-    _assert_only_tail_shown(render_event(TEMPLATES, event, "oUser_mask"), account)
+    _assert_only_tail_shown(render_event(TEMPLATES, event, "oUser_mask", KEY_ID), account)
     _assert_only_tail_shown(render_digest(TEMPLATES, "dg-mask", [event, event], "oUser_mask"), account)
 
 
@@ -234,8 +266,54 @@ def test_template_contract_with_the_simulator() -> None:
 
 
 def test_an_account_number_inside_the_counterparty_is_masked() -> None:
-    message = render_event(TEMPLATES, _event(counterparty="转账 6222020200005678"), OPENID)
+    message = render_event(TEMPLATES, _event(counterparty="转账 6222020200005678"), OPENID, KEY_ID)
     assert _values(message)["thing6"] == "转账 ****5678"
     assert (
-        _values(render_event(TEMPLATES, _event(counterparty="Store 2046"), OPENID))["thing6"] == "Store 2046"
+        _values(render_event(TEMPLATES, _event(counterparty="Store 2046"), OPENID, KEY_ID))["thing6"]
+        == "Store 2046"
+    )
+
+
+def test_an_amount_key_past_ten_digits_is_a_render_error() -> None:
+    assert fit("amount4", "9,999,999,999元") == "9,999,999,999元"
+    with pytest.raises(RenderError):
+        fit("amount4", "10,000,000,000元")
+
+
+@pytest.mark.parametrize("balance", ["10000000000.00", "999999999999999.99"])
+def test_a_balance_wechat_cannot_show_is_left_out_not_a_render_error(balance: str) -> None:
+    """Like an overdrawn one: the alert about the money that moved still goes (issue 16)."""
+    message = render_event(TEMPLATES, _event(balance=balance), OPENID, KEY_ID)
+    assert "amount5" not in message["data"]
+    assert _values(message)["amount4"] == "1,234.56元"
+
+
+def test_digest_totals_past_ten_digits_are_left_out_and_the_digest_goes() -> None:
+    """Each held event fits WeChat's 10 digits (the gateway refuses one that does not); their sum may not."""
+    events = [
+        _event(event_id="e1", type=EventType.DEBIT, amount="9999999999.99"),
+        _event(event_id="e2", type=EventType.DEBIT, amount="9999999999.99"),
+        _event(event_id="e3", type=EventType.CREDIT, amount="1.00"),
+    ]
+    message = render_digest(TEMPLATES, "dg-big", events, OPENID)
+    assert "amount4" not in message["data"]
+    assert _values(message)["amount5"] == "1.00元"
+    assert check_data(load_templates()[message["template_id"]].keys, message["data"]) is None
+
+
+@pytest.mark.parametrize(
+    ("counterparty", "shown"),
+    [
+        ("Star\u202ebucks\u2028", "Starbucks"),
+        ("To 6222.0202.9999.7777", "To ****7777"),
+        ("To 6222\u200b0202\u200b9999\u200b7777", "To ****7777"),
+        ("\u200b\u2060", None),  # nothing visible left (an entry queued before the gateway refused these)
+    ],
+)
+def test_the_counterparty_is_shown_masked_and_without_invisible_characters(
+    counterparty: str, shown: str | None
+) -> None:
+    assert (
+        _values(render_event(TEMPLATES, _event(counterparty=counterparty), OPENID, KEY_ID)).get("thing6")
+        == shown
     )

@@ -23,7 +23,7 @@ SHARD = 0
 CONSUMER = "test-consumer"
 
 
-def _args(event_id: str, *, body: str = "a", signature: str | None = None, customer: str = CID) -> IngestArgs:
+def _args(event_id: str, *, body: str = "a", customer: str = CID) -> IngestArgs:
     canonical = orjson.dumps({"event_id": event_id, "customer_id": customer, "body": body})
     return IngestArgs(
         SRC,
@@ -35,7 +35,6 @@ def _args(event_id: str, *, body: str = "a", signature: str | None = None, custo
         amount_cents="100",
         critical=False,
         summary=(),
-        signature=signature,
     )
 
 
@@ -127,21 +126,12 @@ async def test_ingest_over_the_limit_with_reject_policy_answers_retry_after(
 ) -> None:
     _, scripts = build(rate_limit=RateLimit(1, 60), rate_policy="reject")
     assert (await scripts.ingest(redis, _args("E1")))[0] == "queued"
-    status, retry_after_ms = await scripts.ingest(redis, _args("E2", signature="sig-2"))
+    status, retry_after_ms = await scripts.ingest(redis, _args("E2"))
     assert status == "rate_limited"
     assert 0 < int(retry_after_ms) <= 60_000
     assert not await redis.exists(_record("E2"))  # nothing kept: core banking sends it again later
-    assert not await redis.exists(keys.signature(SHARD, "sig-2"))  # so the same signed retry is allowed
     assert await redis.llen(keys.digest_held(SHARD, CID)) == 0
     assert len(await _stream(redis)) == 1
-
-
-async def test_ingest_a_signature_seen_before_is_a_replay(redis: Redis, build: Callable[..., Any]) -> None:
-    settings, scripts = build()
-    assert (await scripts.ingest(redis, _args("E1", signature="abc")))[0] == "queued"
-    assert await scripts.ingest(redis, _args("E2", signature="abc")) == ["replay", ""]
-    assert not await redis.exists(_record("E2"))
-    assert 0 < await redis.ttl(keys.signature(SHARD, "abc")) <= 2 * settings.signature_window_s
 
 
 # finish
@@ -387,7 +377,7 @@ async def test_flush_digest_with_nothing_held_unschedules(redis: Redis, build: C
     assert await redis.zscore(keys.digest_due(SHARD), CID) is None
 
 
-# token_invalidate, delete_if, mark_binding
+# token_invalidate, delete_if, replace_hash, mark_binding
 
 
 async def test_token_invalidate_only_drops_the_failed_token(redis: Redis, build: Callable[..., Any]) -> None:
@@ -410,6 +400,18 @@ async def test_delete_if_releases_a_lock_only_by_its_holder(redis: Redis, build:
     assert await scripts.delete_if(redis, lock, "holder-1") is True
     assert not await redis.exists(lock)
     assert await scripts.delete_if(redis, lock, "holder-1") is False
+
+
+async def test_replace_hash_leaves_only_the_new_fields(redis: Redis, build: Callable[..., Any]) -> None:
+    _, scripts = build()
+    key = keys.binding("C-replace")
+    await redis.hset(key, mapping={"openid": "oUser_old", "appid": "wx_card", "status": "inactive"})
+    await scripts.replace_hash(redis, key, {"openid": "oUser_new", "status": "active"})
+    assert await redis.hgetall(key) == {"openid": "oUser_new", "status": "active"}  # no stale appid
+    await scripts.replace_hash(redis, key, {"openid": "oUser_new"})
+    assert await redis.hgetall(key) == {"openid": "oUser_new"}
+    with pytest.raises(ValueError, match="at least one field"):
+        await scripts.replace_hash(redis, key, {})
 
 
 async def test_mark_binding_only_while_it_names_the_openid_wechat_answered_about(

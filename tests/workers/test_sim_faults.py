@@ -18,11 +18,11 @@ import pytest
 
 from gateway.core.event import parse_event
 from tests.conftest import Stack
-from tests.support import APP_SECRET, APPID, Running, eventually, make_event
+from tests.support import APP_SECRET, APPID, KEY_ID, Running, eventually, make_event
 from tests.workers.flows import StackFactory, backlog, lifecycle, record_statuses
 from wechatsim.app import SimConfig
 from wechatsim.app import create_app as create_sim
-from workers.render import Templates, render_event
+from workers.render import Templates, client_msg_id, render_event
 from workers.wechat import Answer, Outcome, Verdict, Wait, WeChatClient, classify
 
 OTHER_APPID = "wx_other_app"
@@ -52,7 +52,9 @@ class Direct:
 
     async def send(self, event_id: str | None = None) -> Answer:
         event = parse_event(make_event(**({"event_id": event_id} if event_id else {})))
-        return await self.client.send_template(self.token, render_event(Templates.load(), event, OPENID))
+        return await self.client.send_template(
+            self.token, render_event(Templates.load(), event, OPENID, KEY_ID)
+        )
 
 
 @pytest.fixture
@@ -205,7 +207,9 @@ async def _assert_promise(stack: Stack, events: list[dict[str, Any]]) -> None:
     messages = (await stack.sim("GET", "/sim/messages"))["messages"]
     per_id = Counter(message["client_msg_id"] for message in messages)
     assert all(count == 1 for count in per_id.values()), per_id
-    delivered = {event_id for event_id, status in statuses.items() if status == "delivered"}
+    delivered = {
+        client_msg_id(KEY_ID, event_id) for event_id, status in statuses.items() if status == "delivered"
+    }
     assert set(per_id) == delivered
 
 

@@ -16,7 +16,7 @@ import pytest
 from gateway.core.event import EventType
 from gateway.core.settings import RateLimit
 from tests.conftest import Stack
-from tests.support import eventually
+from tests.support import eventually, sent_as
 from tests.workers.flows import StackFactory, backlog, record_statuses
 
 pytestmark = pytest.mark.e2e
@@ -33,9 +33,12 @@ SHANGHAI = timezone(timedelta(hours=8))
 PARTIES = ["Starbucks Shanghai", "上海某某科技有限公司", "A counterparty name much longer than twenty", None]
 
 
+# the packaged templates, read at import (not in the test's event loop)
+_TEMPLATES_TEXT = resources.files("workers").joinpath("templates.json").read_text(encoding="utf-8")
+
+
 def _templates() -> dict[str, Any]:
-    text = resources.files("workers").joinpath("templates.json").read_text(encoding="utf-8")
-    loaded: dict[str, Any] = json.loads(text)
+    loaded: dict[str, Any] = json.loads(_TEMPLATES_TEXT)
     return loaded
 
 
@@ -136,10 +139,11 @@ async def test_every_event_is_delivered_once_and_rendered_right(stack_for: Stack
     await eventually(settled, timeout_s=30, step_s=0.2)
 
     messages: list[dict[str, Any]] = (await stack.sim("GET", "/sim/messages"))["messages"]
-    assert Counter(m["client_msg_id"] for m in messages) == Counter(plan.expected.keys())
+    event_of = {sent_as(event): event["event_id"] for event in plan.events}  # each event's client_msg_id
+    assert Counter(event_of.get(m["client_msg_id"]) for m in messages) == Counter(plan.expected.keys())
     accounts = {event["event_id"]: event["account"] for event in plan.events}
     for message in messages:
-        event_id = message["client_msg_id"]
+        event_id = event_of[message["client_msg_id"]]
         got = {"touser": message["touser"], "template_id": message["template_id"], "data": message["data"]}
         assert got == plan.expected[event_id], event_id
         assert accounts[event_id] not in json.dumps(message, ensure_ascii=False)

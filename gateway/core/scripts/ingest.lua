@@ -1,37 +1,27 @@
 -- ingest: dedup + preferences + per-customer rate limit + queue + status record for one event, atomically.
 -- KEYS[1] event record (hash)      KEYS[2] customer rate log (zset)   KEYS[3] delivery stream
--- KEYS[4] customer's held list     KEYS[5] digest-due zset            KEYS[6] request signature key
--- KEYS[7] customer preferences     KEYS[8] critical stream            KEYS[9] customer timeline (zset)
+-- KEYS[4] customer's held list     KEYS[5] digest-due zset            KEYS[6] customer preferences
+-- KEYS[7] critical stream          KEYS[8] customer timeline (zset)
+-- KEYS[9] archive stream, given only while an archive is configured: a suppressed event is final at once and
+-- is handed to it here (lib/archive.lua)
 -- ARGV[1] source   ARGV[2] event_id   ARGV[3] customer_id   ARGV[4] canonical event JSON
 -- ARGV[5] payload hash   ARGV[6] record ttl s   ARGV[7] rate count   ARGV[8] rate window ms
--- ARGV[9] policy ("digest" | "reject")   ARGV[10] signature ttl s ("0": no signature to check)
--- ARGV[11] "1" if critical   ARGV[12] event type   ARGV[13] amount in cents (digits, no leading zeros)
--- ARGV[14..] field, value pairs of the masked summary kept on the record (for the customer timeline)
+-- ARGV[9] policy ("digest" | "reject")   ARGV[10] "1" if critical   ARGV[11] event type
+-- ARGV[12] amount in cents (digits, no leading zeros)
+-- ARGV[13..] field, value pairs of the masked summary kept on the record (for the customer timeline)
 -- Critical events bypass preferences, quiet hours, digests and the rate limit, onto the critical stream.
 -- Returns {"queued", stream id} | {"digested", ""} | {"suppressed", reason} | {"duplicate", first status}
---       | {"conflict", ""} | {"rate_limited", retry after ms} | {"replay", ""}
--- The signature stays recorded only with an acceptance or "duplicate": a refusal (conflict, rate_limited)
--- frees it, so the identical re-send gets the same answer, not "replay".
-local record, rate_log, stream, held, digest_due, sig, prefs, critical_stream, timeline =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+--       | {"conflict", ""} | {"rate_limited", retry after ms}
+local record, rate_log, stream, held, digest_due, prefs, critical_stream, timeline =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local source, event_id, customer_id, body, hash = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local ttl_s, limit, window_ms, policy, sig_ttl_s =
-  tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8]), ARGV[9], tonumber(ARGV[10])
-local critical, event_type, cents = ARGV[11] == '1', ARGV[12], ARGV[13]
-
-if sig_ttl_s > 0 and not redis.call('SET', sig, '1', 'NX', 'EX', sig_ttl_s) then
-  return {'replay', ''}
-end
-
-local function refuse(status, detail)
-  if sig_ttl_s > 0 then redis.call('DEL', sig) end
-  return {status, detail}
-end
+local ttl_s, limit, window_ms, policy = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8]), ARGV[9]
+local critical, event_type, cents = ARGV[10] == '1', ARGV[11], ARGV[12]
 
 local seen = redis.call('HMGET', record, 'hash', 'status')
 if seen[1] then
   if seen[1] == hash then return {'duplicate', seen[2]} end
-  return refuse('conflict', '')
+  return {'conflict', ''}
 end
 
 local t = redis.call('TIME')
@@ -81,20 +71,21 @@ else
   else
     local oldest = tonumber(redis.call('ZRANGE', rate_log, 0, 0, 'WITHSCORES')[2])
     local reopens_ms = oldest + window_ms
-    if policy == 'reject' then return refuse('rate_limited', tostring(reopens_ms - now_ms)) end
+    if policy == 'reject' then return {'rate_limited', tostring(reopens_ms - now_ms)} end
     hold(reopens_ms)
     status, held_for = 'digested', 'rate_limit'
   end
 end
 
--- one HSET for the whole record: the status fields, the reasons, and the masked summary of ARGV[14..]
+-- one HSET for the whole record: the status fields, the reasons, and the masked summary of ARGV[13..]
 local fields = {'hash', hash, 'status', status, 'customer_id', customer_id, 'src', source, 'eid', event_id,
   'accepted_ms', now_ms, 'updated_ms', now_ms, 'attempts', 0}
 if held_for then fields[#fields + 1] = 'held'; fields[#fields + 1] = held_for end
 if status == 'suppressed' then fields[#fields + 1] = 'last_error'; fields[#fields + 1] = suppressed end
-for i = 14, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 13, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', record, unpack(fields))
 redis.call('EXPIRE', record, ttl_s)
+if status == 'suppressed' then archive_record(KEYS[9], record) end
 redis.call('ZADD', timeline, now_ms, member)
 redis.call('ZREMRANGEBYSCORE', timeline, '-inf', now_ms - ttl_s * 1000)
 redis.call('EXPIRE', timeline, ttl_s)

@@ -1,43 +1,34 @@
 """`pushgw dlq list|replay [--event-id | --since] [--notices]`: operate on dead letters (JSON lines, masked).
 
-`--notices`: the dead letters of the status notices to core banking instead of the WeChat deliveries."""
+`--notices`: the dead letters of the status notices to core banking instead of the WeChat deliveries.
+A Redis without pushgw's data epoch is refused (exit 3): its empty answer would read as "no dead letters"."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from datetime import datetime
 
 import orjson
 
+from gateway.core import clock
+from gateway.core.operator import require_pushgw_data
 from gateway.core.redis import connect
 from gateway.core.scripts import Scripts
-from gateway.core.settings import ConfigError, Settings
+from gateway.core.settings import Settings
 from workers.deadletter import list_dead, replay
 
 
-def parse_since_ms(raw: str | None) -> int:
-    """Unix seconds or an ISO-8601 time with zone, to unix ms. Raises ConfigError."""
-    if raw is None:
-        return 0
-    try:
-        if raw.replace(".", "", 1).isdigit():
-            return int(float(raw) * 1000)
-        moment = datetime.fromisoformat(raw)
-    except ValueError:
-        raise ConfigError(f"--since={raw!r}: use unix seconds or ISO-8601 with a time zone") from None
-    if moment.tzinfo is None:
-        raise ConfigError(f"--since={raw!r}: give a time zone offset")
-    return int(moment.timestamp() * 1000)
-
-
 async def run_dlq(settings: Settings, args: argparse.Namespace) -> None:
-    redis = connect(settings)
+    """Print the dead letters (list) or replay them; raises NoPushgwData (exit 3) before reading a Redis
+    that holds no pushgw data, and clock.BadInstant for a bad --since."""
+    since_ms = clock.parse_instant_ms(args.since, "--since") if args.since else 0
+    redis = connect(settings, epoch_guard=False)  # checked here instead, with an operator's message
     try:
+        await require_pushgw_data(redis, settings)
         letters = await list_dead(
             redis,
             settings,
-            since_ms=parse_since_ms(args.since),
+            since_ms=since_ms,
             event_id=args.event_id,
             limit=args.limit,
             notices=getattr(args, "notices", False),
