@@ -12,7 +12,7 @@ from aiohttp import web
 from gateway import middlewares, openapi
 from gateway.archived import archive_context
 from gateway.auth import Verifier
-from gateway.context import GATEWAY, Gateway, Readiness
+from gateway.context import GATEWAY, Gateway
 from gateway.core.loop_lag import loop_lag_watched
 from gateway.core.metrics_server import metrics_handler
 from gateway.core.redis import connect
@@ -20,6 +20,7 @@ from gateway.core.scripts import Scripts
 from gateway.core.settings import ConfigError, Settings
 from gateway.handlers import bindings, customers, erasure, events, health, wechat_callback
 from gateway.ingest import Ingestor
+from gateway.readiness import Readiness
 
 log = logging.getLogger(__name__)
 READINESS_INTERVAL_S = 5.0

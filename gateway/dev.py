@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,10 +31,10 @@ from gateway.core.archive import schema
 from gateway.core.archive.rows import row_of
 from gateway.core.archive.server import PostgresServer
 from gateway.core.archive.store import ArchiveStore, open_pool
-from gateway.core.redis import connect, init_epoch, server_binary, server_command
+from gateway.core.local_servers import free_port, server_binary, server_command
+from gateway.core.redis import connect, init_epoch
 from gateway.core.settings import Settings
 from gateway.server import gateway_listening
-from workers.worker import run_worker, stop_on_signals
 
 log = logging.getLogger(__name__)
 DEMO_APPID = "wx_demo_app"
@@ -43,19 +42,6 @@ DEMO_SECRET = "demo_secret"  # noqa: S105 - the simulator's built-in demo accoun
 DEMO_CUSTOMER = "C100234"
 DEMO_OPENID = "o6_bmjrPTlm6_2sgVt7hMZOPfL2M"
 DEMO_HISTORY = "CBS-DEMO-HIST"  # the demo customer's archived alerts of past months: CBS-DEMO-HIST-1..3
-
-
-REDIS_DEFAULT_PORT = 6379  # never taken: on a shared host it is someone else's Redis
-
-
-def free_port() -> int:
-    """A free loopback port, never Redis's default one."""
-    while True:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        if port != REDIS_DEFAULT_PORT:
-            return port
 
 
 @contextlib.contextmanager
@@ -107,6 +93,7 @@ def _demo_curl(url: str) -> str:
 async def run_dev(host: str, port: int, sim_port: int) -> None:
     from wechatsim.app import create_app as create_sim
     from wechatsim.cli import config_from_env
+    from workers.worker import run_worker, stop_on_signals
 
     redis_port = free_port()
     with (

@@ -31,6 +31,7 @@ import orjson
 from gateway.archived import reading
 from gateway.core import keys
 from gateway.core.archive.store import ArchiveStore
+from gateway.core.entries import EVENT_ID, SOURCE, items_of
 from gateway.core.errors import ServiceUnavailable
 from gateway.core.redis import RedisClient
 from gateway.core.scripts import Scripts
@@ -75,8 +76,7 @@ def _chunks(events: list[Event], size: int) -> Iterator[list[Event]]:
 def _carried(entry: dict[str, Any]) -> list[Event]:
     """(source, event id) of each event a stream entry (or its JSON copy) carries; [] if it is not one."""
     try:
-        items = orjson.loads(entry["items"]) if entry.get("kind") == "digest" else [entry]
-        return [(str(item["src"]), str(item["eid"])) for item in items]
+        return [(str(item[SOURCE]), str(item[EVENT_ID])) for item in items_of(entry)]
     except (KeyError, TypeError, orjson.JSONDecodeError):
         return []
 

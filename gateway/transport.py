@@ -8,7 +8,7 @@ a request head, or for the rest of a body) or *busy* (its request is complete an
 - idle: no complete request head within PUSHGW_IDLE_TIMEOUT_S of opening or of the last answer: closed
   (aiohttp's keep-alive timer; a partial head does not restart it);
 - headers: complete within PUSHGW_HEADER_TIMEOUT_S of their first byte, or closed (a slowloris);
-- body: complete within PUSHGW_BODY_TIMEOUT_S of the handler asking for it (context.read_body: 408, then
+- body: complete within PUSHGW_BODY_TIMEOUT_S of the handler asking for it (requests.read_body: 408, then
   closed); the unread rest of a body answered early is drained for at most as long (aiohttp's lingering);
 - count: at most PUSHGW_MAX_CONNECTIONS open (less when the file limit is lower); a new connection past it
   closes the connection whose stall began earliest, never a busy one, and is itself closed only when none

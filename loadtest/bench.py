@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,14 +34,13 @@ from typing import Any
 
 import aiohttp
 import orjson
-from multidict import CIMultiDict, CIMultiDictProxy
 from redis.asyncio import Redis
 
-from gateway.auth import Scope, Target, Verifier
-from gateway.core import keys, signing
-from gateway.core.redis import init_epoch, server_binary, server_command
+from gateway.core import keys
+from gateway.core.local_servers import free_port, server_binary, server_command
+from gateway.core.redis import init_epoch
 from loadtest import archive_bench
-from loadtest.payloads import EventFactory, customer_id, openid_of
+from loadtest.payloads import customer_id, openid_of
 from loadtest.report import Row, percentile, table
 
 KEY_ID, SECRET = "bench", "bench-secret"
@@ -100,14 +99,6 @@ class Plan:
         return cls(6.0, 3, 8.0, 20.0, False, soak_s, profile)
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def rss_mib(pid: int) -> float:
     """Resident set size of a process in MiB (Linux /proc), nan where it cannot be read."""
     try:
@@ -157,7 +148,7 @@ def _children_cpu_s() -> float:
 
 
 @asynccontextmanager
-async def _process(
+async def server_process(
     args: Sequence[str], env: dict[str, str], ready_url: str
 ) -> AsyncIterator[subprocess.Popen[bytes]]:
     """A server process, ready once `ready_url` answers; stopped (SIGTERM) on exit."""
@@ -179,8 +170,8 @@ async def _process(
 
 
 @asynccontextmanager
-async def _redis(directory: Path) -> AsyncIterator[str]:
-    port = _free_port()
+async def redis_server(directory: Path) -> AsyncIterator[str]:
+    port = free_port()
     process = subprocess.Popen(server_command(server_binary(), port, directory), stdout=subprocess.DEVNULL)
     url = f"redis://127.0.0.1:{port}/0"
     try:
@@ -238,7 +229,7 @@ def _load_args(url: str, mode: str, seconds: float, connections: int, extra: dic
     return args
 
 
-def _load(url: str, mode: str, seconds: float, connections: int = 64, **extra: str) -> dict[str, Any]:
+def run_load(url: str, mode: str, seconds: float, connections: int = 64, **extra: str) -> dict[str, Any]:
     """Run the closed-loop load generator process and return its tally."""
     out = subprocess.run(
         _load_args(url, mode, seconds, connections, extra), check=True, capture_output=True, text=True
@@ -251,18 +242,18 @@ async def _load_parallel(url: str, mode: str, seconds: float, processes: int, **
     """Events/s of `processes` load generators together (the simulator's own capacity)."""
     tallies = await asyncio.gather(
         *(
-            asyncio.to_thread(_load, url, mode, seconds, 64, seed=str(i + 11), **extra)
+            asyncio.to_thread(run_load, url, mode, seconds, 64, seed=str(i + 11), **extra)
             for i in range(processes)
         )
     )
-    return sum(_rate(tally) for tally in tallies)
+    return sum(rate_of(tally) for tally in tallies)
 
 
-def _rate(tally: dict[str, Any]) -> float:
+def rate_of(tally: dict[str, Any]) -> float:
     return float(tally["events"]) / float(tally["seconds"])
 
 
-def _gateway_env(redis_url: str, sim_url: str) -> dict[str, str]:
+def gateway_env(redis_url: str, sim_url: str) -> dict[str, str]:
     return {
         "PUSHGW_REDIS_URL": redis_url,
         "PUSHGW_API_KEYS": f"{KEY_ID}:{SECRET}",
@@ -283,10 +274,10 @@ def _gateway_env(redis_url: str, sim_url: str) -> dict[str, str]:
 async def _gateway(
     env: dict[str, str], coalesce: bool = True
 ) -> AsyncIterator[tuple[str, subprocess.Popen[bytes]]]:
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**env, "PUSHGW_INGEST_COALESCE": "true" if coalesce else "false"}
-    async with _process([*PUSHGW, "gateway", "--port", str(port)], env, url + "/healthz") as process:
+    async with server_process([*PUSHGW, "gateway", "--port", str(port)], env, url + "/healthz") as process:
         yield url, process
 
 
@@ -296,25 +287,25 @@ Measured = tuple[float, dict[str, float]]
 
 def _measured_load(url: str, mode: str, seconds: float, pids: dict[str, int], **extra: str) -> Measured:
     with CpuUse(pids) as cpu:
-        tally = _load(url, mode, seconds, 64, **extra)
-    return _rate(tally), cpu.per_event_us(float(tally["events"]))
+        tally = run_load(url, mode, seconds, 64, **extra)
+    return rate_of(tally), cpu.per_event_us(float(tally["events"]))
 
 
 async def _measure_ingress(
     plan: Plan, env: dict[str, str], coalesce: bool, mode: str, redis_pid: int
 ) -> Measured:
     async with _gateway(env, coalesce) as (url, process):
-        _load(url, mode, 1.0)  # warm up
+        run_load(url, mode, 1.0)  # warm up
         async with _profiled(plan, process, f"gateway-{mode}" + ("" if coalesce else "-uncoalesced")):
             return _measured_load(url, mode, plan.seconds, {"gateway": process.pid, "redis": redis_pid})
 
 
 async def _measure_hello(seconds: float) -> Measured:
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     command = [sys.executable, "-m", "loadtest.hello", "--port", str(port)]
-    async with _process(command, {}, url + "/") as process:
-        _load(url, "single", 1.0)
+    async with server_process(command, {}, url + "/") as process:
+        run_load(url, "single", 1.0)
         return _measured_load(url, "single", seconds, {"hello": process.pid})
 
 
@@ -327,7 +318,7 @@ async def _sim_token(sim_url: str) -> str:
         return str((await r.json())["access_token"])
 
 
-async def _sim_delivered(session: aiohttp.ClientSession, sim_url: str) -> int:
+async def sim_delivered(session: aiohttp.ClientSession, sim_url: str) -> int:
     async with session.get(f"{sim_url}/sim/stats") as response:
         return int((await response.json())["delivered"])
 
@@ -340,14 +331,14 @@ async def _measure_delivery(
     backlog = int(await redis.xlen(keys.stream(0)))
     await redis.aclose()
     async with aiohttp.ClientSession() as session:
-        before = await _sim_delivered(session, sim_url)
-        async with _process([*PUSHGW, "worker"], env, sim_url + "/healthz") as worker:
+        before = await sim_delivered(session, sim_url)
+        async with server_process([*PUSHGW, "worker"], env, sim_url + "/healthz") as worker:
             await asyncio.sleep(1.0)  # start-up and token fetch are not throughput
-            start_count, started = await _sim_delivered(session, sim_url), time.monotonic()
+            start_count, started = await sim_delivered(session, sim_url), time.monotonic()
             async with _profiled(plan, worker, "worker-delivery"):
                 with CpuUse({"worker": worker.pid, **pids}) as cpu:
                     await asyncio.sleep(plan.seconds)
-                    done = await _sim_delivered(session, sim_url)
+                    done = await sim_delivered(session, sim_url)
             elapsed = time.monotonic() - started
     if done - before >= backlog:
         sys.stderr.write("warning: the backlog ran out during the delivery measurement\n")
@@ -397,21 +388,6 @@ async def _measure_xadd(redis_url: str, seconds: float) -> float:
     await redis.delete("bench:xadd")
     await redis.aclose()
     return rate
-
-
-def measure_verify_us(requests: int = 20_000) -> float:
-    """CPU of the gateway's signature check (RFC 9421 verification with its Content-Digest) per signed
-    single-event request, measured in this process on the code the gateway runs."""
-    body = orjson.dumps(EventFactory(1000, seed=1, prefix="VERIFY").event())
-    headers = signing.signed_headers("bench", "bench-secret", "POST", "/v1/events", body)
-    headers["Content-Type"] = "application/json"
-    target = Target("POST", "/v1/events", "http", "127.0.0.1", CIMultiDictProxy(CIMultiDict(headers)))
-    verifier = Verifier({"bench": "bench-secret"}, {}, 300, open_ingress=False)
-    now_s = time.time()
-    started = time.process_time()
-    for _ in range(requests):
-        verifier.verify(target, body, Scope.EVENTS, now_s)
-    return (time.process_time() - started) / requests * 1e6
 
 
 async def _redis_pid(redis_url: str) -> int:
@@ -523,7 +499,7 @@ async def _open_loop(
     redis_url, sim_url = urls
     await _fresh_queue(redis_url)
     rss: list[dict[str, float]] = []
-    async with _process([*PUSHGW, "worker"], env, sim_url + "/healthz") as worker:
+    async with server_process([*PUSHGW, "worker"], env, sim_url + "/healthz") as worker:
         await asyncio.sleep(1.0)  # the worker made its group and fetched a token
         async with _gateway(env) as (url, gateway):
             sampler = asyncio.create_task(_sample_rss({"gateway": gateway, "worker": worker}, 10.0, rss))
@@ -589,9 +565,12 @@ async def _round(
     token: str,
     pids: dict[str, int],
     archive_url: str | None = None,
+    *,
+    measure_verify_us: Callable[[], float],
 ) -> dict[str, Any]:
     """One A/B round: each baseline right beside the product figure read against it. `pids`: the Redis
-    and simulator processes (for the CPU each spends per event)."""
+    and simulator processes (for the CPU each spends per event). `measure_verify_us`: the CPU of the
+    gateway's signature check per request (given by the CLI: loadtest never imports the ingress)."""
     redis_url, sim_url = urls
     seconds = plan.seconds
     redis_pid = pids["redis"]
@@ -623,7 +602,11 @@ async def _round(
 
 
 async def run_bench(
-    quick: bool = False, json_path: str | None = None, soak_s: float = 0.0, profile_dir: str | None = None
+    measure_verify_us: Callable[[], float],
+    quick: bool = False,
+    json_path: str | None = None,
+    soak_s: float = 0.0,
+    profile_dir: str | None = None,
 ) -> dict[str, Any]:
     plan = Plan.make(quick, soak_s, profile_dir)
     rounds: list[dict[str, Any]] = []
@@ -634,16 +617,27 @@ async def run_bench(
     ):
         if archive is not None:
             await archive_bench.migrated(archive)
-        async with _redis(Path(tmp)) as redis_url:
+        async with redis_server(Path(tmp)) as redis_url:
             await _bind_customers(redis_url)
-            sim_port = _free_port()
+            sim_port = free_port()
             sim_url = f"http://127.0.0.1:{sim_port}"
-            env = _gateway_env(redis_url, sim_url)
-            async with _process([*PUSHGW, "sim", "--port", str(sim_port)], env, sim_url + "/healthz") as sim:
+            env = gateway_env(redis_url, sim_url)
+            sim_command = [*PUSHGW, "sim", "--port", str(sim_port)]
+            async with server_process(sim_command, env, sim_url + "/healthz") as sim:
                 token = await _sim_token(sim_url)
                 pids = {"redis": await _redis_pid(redis_url), "sim": sim.pid}
                 for _ in range(plan.rounds):  # A/B rounds: baseline and product alternate on the same cores
-                    rounds.append(await _round(plan, env, (redis_url, sim_url), token, pids, archive))
+                    rounds.append(
+                        await _round(
+                            plan,
+                            env,
+                            (redis_url, sim_url),
+                            token,
+                            pids,
+                            archive,
+                            measure_verify_us=measure_verify_us,
+                        )
+                    )
                 if plan.soak_s > 0:
                     rate = statistics.median(r["e2e_at_pipeline"]["rate"] for r in rounds)
                     soak = await _measure_e2e(
@@ -851,10 +845,10 @@ async def _measure_archive(
     backlog's drain alone (loadtest/archive_bench.py)."""
     redis_url, sim_url = urls
     worker_env = {**env, "PUSHGW_ARCHIVE_URL": archive_url}
-    async with _process([*PUSHGW, "worker"], worker_env, sim_url + "/healthz") as worker:
+    async with server_process([*PUSHGW, "worker"], worker_env, sim_url + "/healthz") as worker:
         delivered, rows = await archive_bench.with_deliveries(worker, plan.seconds, sim_url, archive_url)
     await archive_bench.fill_backlog(redis_url, ARCHIVE_BACKLOG_ROWS)
-    async with _process([*PUSHGW, "worker"], worker_env, sim_url + "/healthz"):
+    async with server_process([*PUSHGW, "worker"], worker_env, sim_url + "/healthz"):
         drain = await archive_bench.drain_rate(redis_url, ARCHIVE_BACKLOG_ROWS)
     return {"delivery": delivered, "rows": rows, "drain": drain}
 

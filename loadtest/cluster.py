@@ -12,7 +12,7 @@ from pathlib import Path
 
 from redis import Redis
 
-from gateway.core.redis import server_command
+from gateway.core.local_servers import free_port, server_command
 
 NODE_TIMEOUT_MS = 1000
 """How long a primary may be unreachable before its replica takes over (Redis's default is 15000)."""
@@ -141,12 +141,6 @@ class LocalCluster:
             if time.monotonic() > deadline:
                 raise RuntimeError("the local cluster did not become healthy")
             time.sleep(0.1)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _wait_for_ping(port: int) -> None:

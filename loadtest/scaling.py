@@ -25,18 +25,18 @@ import orjson
 from redis.asyncio.cluster import RedisCluster
 
 from gateway.core import keys
-from gateway.core.redis import connect, init_epoch, server_binary
+from gateway.core.local_servers import free_port, server_binary
+from gateway.core.redis import connect, init_epoch
 from gateway.core.settings import Settings
 from loadtest.bench import (
     CUSTOMERS,
     PUSHGW,
-    _free_port,
-    _gateway_env,
-    _load,
-    _process,
-    _rate,
-    _redis,
-    _sim_delivered,
+    gateway_env,
+    rate_of,
+    redis_server,
+    run_load,
+    server_process,
+    sim_delivered,
 )
 from loadtest.cluster import LocalCluster
 from loadtest.payloads import customer_id, openid_of
@@ -49,7 +49,7 @@ async def _topology(name: str, directory: Path) -> AsyncIterator[tuple[str, int]
     """(Redis URL, shards) of a fresh single Redis or local cluster, stopped on exit."""
     directory.mkdir()
     if name == "single":
-        async with _redis(directory) as url:
+        async with redis_server(directory) as url:
             yield url, 1
         return
     cluster = LocalCluster(directory, server_binary())
@@ -81,26 +81,26 @@ async def _fresh(redis_url: str, shards: int) -> None:
 
 
 async def _ingress(env: dict[str, str], processes: int, mode: str, seconds: float) -> float:
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     command = [*PUSHGW, "gateway", "--port", str(port), "--processes", str(processes)]
-    async with _process(command, env, url + "/healthz"):
+    async with server_process(command, env, url + "/healthz"):
         await asyncio.sleep(0.5)  # every process listening
-        await asyncio.to_thread(_load, url, mode, 1.0)  # warm up
+        await asyncio.to_thread(run_load, url, mode, 1.0)  # warm up
         tallies = await asyncio.gather(
-            *(asyncio.to_thread(_load, url, mode, seconds, 64, seed=str(i + 21)) for i in range(processes))
+            *(asyncio.to_thread(run_load, url, mode, seconds, 64, seed=str(i + 21)) for i in range(processes))
         )
-    return sum(_rate(tally) for tally in tallies)
+    return sum(rate_of(tally) for tally in tallies)
 
 
 async def _delivery(env: dict[str, str], processes: int, sim_url: str, seconds: float) -> float:
     async with aiohttp.ClientSession() as session:
         command = [*PUSHGW, "worker", "--processes", str(processes)]
-        async with _process(command, env, sim_url + "/healthz"):
+        async with server_process(command, env, sim_url + "/healthz"):
             await asyncio.sleep(1.5)  # start-up, groups and token are not throughput
-            start_count, started = await _sim_delivered(session, sim_url), time.monotonic()
+            start_count, started = await sim_delivered(session, sim_url), time.monotonic()
             await asyncio.sleep(seconds)
-            done = await _sim_delivered(session, sim_url)
+            done = await sim_delivered(session, sim_url)
             return (done - start_count) / (time.monotonic() - started)
 
 
@@ -109,7 +109,7 @@ async def _measure(
 ) -> Any:
     redis_url, sim_url = urls
     await _fresh(redis_url, shards)
-    env = {**_gateway_env(redis_url, sim_url), "PUSHGW_SHARDS": str(shards)}
+    env = {**gateway_env(redis_url, sim_url), "PUSHGW_SHARDS": str(shards)}
     env["PUSHGW_REDIS_WAIT_REPLICAS"] = str(wait)
     single = await _ingress(env, processes, "single", seconds)
     batch = await _ingress(env, processes, "batch", seconds)
@@ -125,10 +125,11 @@ async def run_scaling(
     with tempfile.TemporaryDirectory(prefix="pushgw-scaling-") as tmp:
         for topology in ("single", "cluster"):
             async with _topology(topology, Path(tmp) / topology) as (redis_url, shards):
-                sim_port = _free_port()
+                sim_port = free_port()
                 sim_url = f"http://127.0.0.1:{sim_port}"
-                env = _gateway_env(redis_url, sim_url)
-                async with _process([*PUSHGW, "sim", "--port", str(sim_port)], env, sim_url + "/healthz"):
+                env = gateway_env(redis_url, sim_url)
+                sim_command = [*PUSHGW, "sim", "--port", str(sim_port)]
+                async with server_process(sim_command, env, sim_url + "/healthz"):
                     for wait in (0, 1) if topology == "cluster" else (0,):
                         for count in processes:
                             urls = (redis_url, sim_url)

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.dev import free_port
+from gateway.core.local_servers import free_port
 
 REPORTS = Path("build/loadtest")
 

@@ -20,7 +20,7 @@ import struct
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from tests.support import free_port
+from gateway.core.local_servers import free_port
 
 CHUNK_BYTES = 65536
 

@@ -21,7 +21,8 @@ from redis import Redis as SyncRedis
 
 from gateway.app import create_app
 from gateway.core import keys, signing
-from gateway.core.redis import Epoch, embedded_server_binary, server_command
+from gateway.core.local_servers import embedded_server_binary, free_port, server_command
+from gateway.core.redis import Epoch
 from gateway.core.settings import Settings
 from gateway.transport import GatewayRunner
 from workers.render import client_msg_id
@@ -30,12 +31,6 @@ KEY_ID = "cbs"
 SECRET = "test-ingress-secret"  # noqa: S105 - a fixture key
 APPID = "wx_test_app"
 APP_SECRET = "test_app_secret"  # noqa: S105 - a fixture app secret
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def server_binary_for_tests() -> str:

@@ -12,7 +12,7 @@ from gateway.cli import build_parser, flag_name, settings_table
 from gateway.core.settings import ConfigError, RateLimit, Settings, setting_specs
 
 ROOT = Path(__file__).resolve().parent.parent
-CLI_MODULES = {"gateway/cli.py", "gateway/dev.py"}  # the only gateway modules that import workers (lazily)
+CLI_MODULES = {"gateway/cli.py", "gateway/dev.py"}  # the only gateway modules importing other sides, lazily
 
 
 def test_readme_settings_table_is_the_generated_one() -> None:
@@ -49,35 +49,64 @@ def test_the_contract_is_in_the_repository_and_every_doc_link_resolves() -> None
             assert (page.parent / target).is_file(), (page.name, target)
 
 
-def _imports(path: Path) -> set[str]:
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+OURS = {"gateway", "workers", "loadtest", "wechatsim", "tests"}
+
+
+def _imports(path: Path) -> list[tuple[str, bool]]:
+    """(module, lazily) of each import of ours in the file: `lazily` when it runs inside a function."""
+    found: list[tuple[str, bool]] = []
+
+    def visit(node: ast.AST, lazily: bool) -> None:
         if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            found.add(node.module)
-    return found
+            found.extend((alias.name, lazily) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.append((node.module, lazily))
+        inner = lazily or isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        for child in ast.iter_child_nodes(node):
+            visit(child, inner)
+
+    visit(ast.parse(path.read_text(encoding="utf-8")), False)
+    return [(module, lazily) for module, lazily in found if module.split(".")[0] in OURS]
 
 
-@pytest.mark.parametrize("package", ["gateway", "workers", "wechatsim"])
+def _allowed(relative: str, module: str, lazily: bool) -> bool:
+    """The dependency direction: gateway.core is what every side shares and imports only itself; the rest
+    of gateway never imports workers, loadtest or wechatsim, except lazily (inside functions) in the CLI
+    modules; workers and loadtest import gateway.core only (never the ingress) and themselves; wechatsim
+    imports nothing of ours. Nothing imports the tests."""
+    package = relative.split("/")[0]
+    root = module.split(".")[0]
+    core = module == "gateway.core" or module.startswith("gateway.core.")
+    if relative.startswith("gateway/core/"):
+        return core
+    if package == "gateway":
+        return root == "gateway" or (relative in CLI_MODULES and lazily and root != "tests")
+    if package in {"workers", "loadtest"}:
+        return core or root == package
+    return root == package  # wechatsim
+
+
+@pytest.mark.parametrize("package", ["gateway", "workers", "loadtest", "wechatsim"])
 def test_dependency_direction(package: str) -> None:
-    for path in (ROOT / package).rglob("*.py"):
-        relative = path.relative_to(ROOT).as_posix()
-        imported = _imports(path)
-        if package == "wechatsim":
-            assert not {m for m in imported if m.split(".")[0] in {"gateway", "workers", "loadtest"}}, (
-                relative
-            )
-        elif package == "workers":
-            ingress = {m for m in imported if m.startswith("gateway.") and not m.startswith("gateway.core")}
-            assert not ingress, relative
-        elif relative not in CLI_MODULES and relative.startswith("gateway/"):
-            assert not {m for m in imported if m.split(".")[0] == "workers"}, relative
-    if package == "gateway":  # and there only inside functions: `pushgw gateway` never loads the workers
-        for relative in CLI_MODULES - {"gateway/dev.py"}:
-            tree = ast.parse((ROOT / relative).read_text(encoding="utf-8"))
-            top = {n.module for n in tree.body if isinstance(n, ast.ImportFrom) and n.module}
-            assert not {m for m in top if m.split(".")[0] == "workers"}, relative
+    wrong = [
+        f"{path.relative_to(ROOT).as_posix()} imports {module}" + (" (lazily)" if lazily else "")
+        for path in sorted((ROOT / package).rglob("*.py"))
+        for module, lazily in _imports(path)
+        if not _allowed(path.relative_to(ROOT).as_posix(), module, lazily)
+    ]
+    assert not wrong, wrong
+
+
+def test_dependency_rule_catches_each_way_back_up() -> None:
+    assert not _allowed("gateway/app.py", "workers.worker", lazily=True)
+    assert not _allowed("gateway/dev.py", "workers.worker", lazily=False)  # `pushgw gateway` loads no worker
+    assert _allowed("gateway/cli.py", "loadtest.bench", lazily=True)
+    assert not _allowed("gateway/core/redis.py", "gateway.auth", lazily=False)
+    assert not _allowed("workers/delivery.py", "gateway.context", lazily=False)
+    assert not _allowed("loadtest/bench.py", "gateway.auth", lazily=True)
+    assert not _allowed("loadtest/smoke.py", "gateway.dev", lazily=False)
+    assert _allowed("loadtest/payloads.py", "gateway.core.signing", lazily=False)
+    assert not _allowed("wechatsim/app.py", "gateway.core.keys", lazily=True)
 
 
 def test_operator_commands_live_in_gateway_ops_and_the_dlq_cli_beside_the_dead_letters() -> None:

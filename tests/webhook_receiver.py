@@ -22,7 +22,7 @@ import orjson
 from aiohttp import web
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from tests.support import free_port
+from gateway.core.local_servers import free_port
 
 
 def whsec(raw: str) -> str:

@@ -34,7 +34,7 @@ from gateway.core.archive.rows import InvalidEntry, Row, row_of
 from gateway.core.archive.store import ARCHIVE_ERRORS, ArchiveStore, open_pool
 from gateway.core.redis import RedisClient
 from gateway.core.settings import Settings
-from workers.consumer import _wait
+from workers.consumer import sleep_or_stop
 
 log = logging.getLogger(__name__)
 SAMPLE_S = 5.0  # backlog and lag gauges
@@ -82,10 +82,10 @@ class Archiver:
                     await self.archive(batch, stopping)
             except (RedisError, OSError) as exc:
                 log.warning("archive read failed: %s", type(exc).__name__)
-                await _wait(stopping, REDIS_RETRY_S)
+                await sleep_or_stop(stopping, REDIS_RETRY_S)
             except Exception:  # a bug here must not stop the deliveries sharing the worker's TaskGroup
                 log.exception("archiver failed unexpectedly; its entries stay pending and are read again")
-                await _wait(stopping, RETRY_MOST_S)
+                await sleep_or_stop(stopping, RETRY_MOST_S)
 
     async def _next_batch(self, own_pending: bool) -> _Entries:
         size = self._settings.archive_batch
@@ -160,7 +160,7 @@ class Archiver:
                 failing = True
             if stopping.is_set():
                 return
-            await _wait(stopping, delay_s)
+            await sleep_or_stop(stopping, delay_s)
             delay_s = min(delay_s * 2, RETRY_MOST_S)
         if failing:
             log.warning("archive writes resumed")
@@ -207,7 +207,7 @@ class Archiver:
                 metrics.ARCHIVE_LAG.set(lag_s)
             except (RedisError, OSError) as exc:
                 log.debug("archive backlog sample failed: %s", type(exc).__name__)
-            await _wait(stopping, SAMPLE_S)
+            await sleep_or_stop(stopping, SAMPLE_S)
 
     async def backlog(self) -> tuple[int, float]:
         """(entries not yet archived, seconds since the oldest of them was added) over every shard, by
@@ -254,7 +254,7 @@ class Archiver:
             except ARCHIVE_ERRORS as exc:
                 log.warning("archive maintenance failed: %s", _why(exc))
                 wait_s = 60.0
-            await _wait(stopping, wait_s)
+            await sleep_or_stop(stopping, wait_s)
 
 
 def _rows(batch: _Entries) -> list[Row]:

@@ -33,6 +33,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from gateway.core import metrics
+from gateway.core.entries import message_id_of
 from gateway.core.logs import bound
 from gateway.core.redis import RedisClient
 from gateway.core.settings import Settings
@@ -119,7 +120,7 @@ class Consumer:
                 batch = await self._read(taken)
             except (RedisError, OSError) as exc:
                 self._release(taken)
-                await _pause_after(exc, "read")
+                await pause_after(exc, "read")
                 continue
             started = self._start(batch)
             if started > taken:  # rounding up started a few more than were free: take their slots back
@@ -220,8 +221,8 @@ class Consumer:
                 except (RedisError, OSError) as exc:
                     failed = exc
             if failed is not None:
-                await _pause_after(failed, "reclaim")
-            await _wait(stopping, interval_s)
+                await pause_after(failed, "reclaim")
+            await sleep_or_stop(stopping, interval_s)
 
     async def _reclaim(self, stream: str, shard: int, stopping: asyncio.Event) -> None:
         cursor = "0-0"
@@ -295,22 +296,22 @@ class Consumer:
             await self._handle(shard, entry_id, fields)
             self.handled += 1
         except (RedisError, OSError) as exc:
-            with bound(event_id=fields.get("did") or fields.get("eid", "")):  # the line is about that event
+            with bound(event_id=message_id_of(fields)):  # the line is about that event
                 log.warning("%s entry left pending for reclaim: %s", self._group, type(exc).__name__)
         except Exception:
-            with bound(event_id=fields.get("did") or fields.get("eid", "")):
+            with bound(event_id=message_id_of(fields)):
                 log.exception("%s entry failed unexpectedly; left pending for reclaim", self._group)
         finally:
             inflight.dec()
             self._slots.release()
 
 
-async def _pause_after(exc: BaseException, what: str) -> None:
+async def pause_after(exc: BaseException, what: str) -> None:
     log.warning("redis unavailable during %s: %s", what, type(exc).__name__)
     await asyncio.sleep(REDIS_RETRY_S)
 
 
-async def _wait(stopping: asyncio.Event, seconds: float) -> None:
+async def sleep_or_stop(stopping: asyncio.Event, seconds: float) -> None:
     """Sleep `seconds`, waking early when stopping."""
     try:
         async with asyncio.timeout(seconds):

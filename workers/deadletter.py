@@ -13,6 +13,17 @@ from typing import Any, cast
 import orjson
 
 from gateway.core import keys
+from gateway.core.entries import (
+    ATTEMPTS,
+    CRITICAL,
+    CUSTOMER_ID,
+    DIGEST_ID,
+    EVENT,
+    EVENT_ID,
+    PRIORITY,
+    SOURCE,
+    items_of,
+)
 from gateway.core.masking import mask_account
 from gateway.core.redis import RedisClient
 from gateway.core.scripts import Scripts
@@ -50,24 +61,24 @@ class DeadLetter:
 
 def _parse(shard: int, dead_id: str, fields: dict[str, str]) -> DeadLetter:
     entry = orjson.loads(fields["entry"])
-    items = orjson.loads(entry["items"]) if entry.get("kind") == "digest" else [entry]
+    items = items_of(entry)
     return DeadLetter(
         shard=shard,
         dead_id=dead_id,
-        message_id=entry.get("did") or entry["eid"],
-        customer_id=entry["cid"],
+        message_id=entry.get(DIGEST_ID) or entry[EVENT_ID],
+        customer_id=entry[CUSTOMER_ID],
         reason=fields.get("reason", ""),
-        attempts=int(entry.get("att", 0)),
+        attempts=int(entry.get(ATTEMPTS, 0)),
         at_ms=int(fields.get("at", 0)),
-        records=[keys.event(shard, item["src"], item["eid"]) for item in items],
-        critical=entry.get("pri") == "critical",
-        accounts=tuple(_masked_account(item) for item in items if item.get("ev")),
+        records=[keys.event(shard, item[SOURCE], item[EVENT_ID]) for item in items],
+        critical=entry.get(PRIORITY) == CRITICAL,
+        accounts=tuple(_masked_account(item) for item in items if item.get(EVENT)),
     )
 
 
 def _masked_account(item: dict[str, str]) -> str:
     """The masked account of the event an entry item carries (its `ev`, the event as accepted)."""
-    account = orjson.loads(item["ev"]).get("account")
+    account = orjson.loads(item[EVENT]).get("account")
     return mask_account(account) if isinstance(account, str) and account else "****"
 
 
@@ -76,12 +87,12 @@ def _parse_notice(shard: int, dead_id: str, fields: dict[str, str]) -> DeadLette
     return DeadLetter(
         shard=shard,
         dead_id=dead_id,
-        message_id=entry["eid"],
-        customer_id=entry.get("cid", ""),
+        message_id=entry[EVENT_ID],
+        customer_id=entry.get(CUSTOMER_ID, ""),
         reason=fields.get("reason", ""),
-        attempts=int(entry.get("att", 0)),
+        attempts=int(entry.get(ATTEMPTS, 0)),
         at_ms=int(fields.get("at", 0)),
-        records=[keys.event(shard, entry["src"], entry["eid"])],
+        records=[keys.event(shard, entry[SOURCE], entry[EVENT_ID])],
         critical=False,
         notice_type=entry.get("type", ""),
     )

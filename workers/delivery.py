@@ -15,14 +15,13 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import cached_property
 from typing import Any, NamedTuple
 
 import orjson
 
 from gateway.core import clock, keys, metrics
 from gateway.core.coalesce import Coalescer
-from gateway.core.event import Event
+from gateway.core.entries import SOURCE, Entry
 from gateway.core.logs import bound
 from gateway.core.recipient import recipient_hash
 from gateway.core.redis import AnyPipeline, RedisClient, text_map
@@ -63,77 +62,6 @@ def _raised(results: list[Any]) -> list[Any]:
         if isinstance(result, Exception):
             raise result
     return results
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One stream entry: a single event (kind "event") or a digest of held events (kind "digest")."""
-
-    shard: int
-    entry_id: str
-    fields: dict[str, str]
-
-    @property
-    def is_digest(self) -> bool:
-        return self.fields.get("kind") == "digest"
-
-    @property
-    def customer_id(self) -> str:
-        return self.fields["cid"]
-
-    @property
-    def critical(self) -> bool:
-        return self.fields.get("pri") == "critical"
-
-    @property
-    def stream(self) -> str:
-        return keys.stream(self.shard, self.critical)
-
-    @property
-    def attempts(self) -> int:
-        return int(self.fields.get("att", "0"))
-
-    @property
-    def accepted_ms(self) -> int:
-        return int(self.fields["acc"])
-
-    @property
-    def age_from_ms(self) -> int:
-        """Where its age (PUSHGW_MAX_AGE_S) is counted from: acceptance, or its last replay."""
-        return max(self.accepted_ms, int(self.fields.get("rep") or 0))
-
-    @property
-    def message_id(self) -> str:
-        """The id this entry is known by: the event id, or the digest id (also its client_msg_id)."""
-        return self.fields["did"] if self.is_digest else self.fields["eid"]
-
-    @cached_property
-    def items(self) -> list[dict[str, str]]:
-        """(src, eid, ev) of each event the entry carries."""
-        if self.is_digest:
-            items: list[dict[str, str]] = orjson.loads(self.fields["items"])
-            return items
-        return [self.fields]
-
-    @cached_property
-    def events(self) -> list[Event]:
-        return [Event.from_dict(orjson.loads(item["ev"])) for item in self.items]
-
-    @cached_property
-    def records(self) -> list[str]:
-        return [keys.event(self.shard, item["src"], item["eid"]) for item in self.items]
-
-    @property
-    def unclear_since_ms(self) -> int:
-        """When a send of it first ended with no clear answer (0: none did): WeChat may have sent it then."""
-        return int(self.fields.get("unc") or 0)
-
-    def marked_unclear(self, at_ms: int) -> Entry:
-        return Entry(self.shard, self.entry_id, {**self.fields, "unc": str(at_ms)})
-
-    def to_json(self, attempts: int) -> bytes:
-        """The entry as the retry set and the dead-letter stream keep it, with its attempts so far."""
-        return orjson.dumps({**self.fields, "att": str(attempts)}, option=orjson.OPT_SORT_KEYS)
 
 
 class Finish(NamedTuple):
@@ -196,7 +124,7 @@ class Deliverer:
 
     async def handle(self, shard: int, entry_id: str, fields: dict[str, str]) -> None:
         """The consumer's handler of a delivery stream entry."""
-        await self.deliver(Entry(shard, entry_id, fields))
+        await self.deliver(Entry.from_fields(shard, entry_id, fields))
 
     async def deliver(self, entry: Entry) -> None:
         """Take the entry to its next state. Raises only for Redis failures (the entry stays pending)."""
@@ -261,7 +189,7 @@ class Deliverer:
         events = entry.events
         if entry.is_digest:
             return render_digest(templates, entry.message_id, events, openid)
-        return render_event(templates, events[0], openid, entry.fields["src"])
+        return render_event(templates, events[0], openid, entry.fields[SOURCE])
 
     async def _send(self, entry: Entry, message: dict[str, Any], openid: str, sender: Sender) -> None:
         unclear_since_ms = entry.unclear_since_ms

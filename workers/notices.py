@@ -39,6 +39,7 @@ import aiohttp
 import orjson
 
 from gateway.core import clock, keys, metrics
+from gateway.core.entries import ATTEMPTS, CUSTOMER_ID, EVENT_ID, REPLAYED_MS, SOURCE
 from gateway.core.logs import bound
 from gateway.core.redis import RedisClient
 from gateway.core.scripts import Scripts
@@ -138,11 +139,11 @@ class Notice:
 
     @property
     def source(self) -> str:
-        return self.fields["src"]
+        return self.fields[SOURCE]
 
     @property
     def event_id(self) -> str:
-        return self.fields["eid"]
+        return self.fields[EVENT_ID]
 
     @property
     def type(self) -> str:
@@ -154,7 +155,7 @@ class Notice:
 
     @property
     def attempts(self) -> int:
-        return int(self.fields.get("att") or 0)
+        return int(self.fields.get(ATTEMPTS) or 0)
 
     @property
     def at_ms(self) -> int:
@@ -163,7 +164,7 @@ class Notice:
     @property
     def age_from_ms(self) -> int:
         """Where its age is counted from: when it was queued, or its last replay."""
-        return max(self.at_ms, int(self.fields.get("rep") or 0))
+        return max(self.at_ms, int(self.fields.get(REPLAYED_MS) or 0))
 
     @property
     def record(self) -> str:
@@ -179,7 +180,7 @@ class Notice:
         at = datetime.fromtimestamp(self.at_ms / 1000, UTC).isoformat(timespec="milliseconds")
         data = {
             "event_id": self.event_id,
-            "customer_id": self.fields.get("cid", ""),
+            "customer_id": self.fields.get(CUSTOMER_ID, ""),
             "status": self.fields.get("status", ""),
             "reason": _public_reason(self.fields.get("reason", "")),
         }
@@ -187,7 +188,7 @@ class Notice:
 
     def to_json(self, attempts: int) -> bytes:
         """The entry as the retry set and the dead-letter stream keep it, with its attempts so far."""
-        return orjson.dumps({**self.fields, "att": str(attempts)}, option=orjson.OPT_SORT_KEYS)
+        return orjson.dumps({**self.fields, ATTEMPTS: str(attempts)}, option=orjson.OPT_SORT_KEYS)
 
 
 def notice_consumer(settings: Settings, redis: RedisClient, notifier: Notifier, name: str) -> Consumer:

@@ -18,7 +18,7 @@ from redis.exceptions import RedisError
 
 from gateway.core import keys, metrics
 from gateway.core.redis import RedisClient
-from workers.consumer import _wait
+from workers.consumer import sleep_or_stop
 
 log = logging.getLogger(__name__)
 QUEUE_SAMPLE_S = 5.0
@@ -45,7 +45,7 @@ class QueueMonitor:
                 if not failing:
                     log.warning("queue sample failed: %s", type(exc).__name__)
                 failing = True
-            await _wait(stopping, QUEUE_SAMPLE_S)
+            await sleep_or_stop(stopping, QUEUE_SAMPLE_S)
 
     async def sample(self) -> metrics.QueueSnapshot:
         """One snapshot of every shard and of Redis itself. Raises RedisError when Redis cannot be read."""

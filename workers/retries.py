@@ -12,7 +12,7 @@ from gateway.core import clock, keys, metrics
 from gateway.core.redis import RedisClient
 from gateway.core.scripts import Scripts
 from gateway.core.settings import Settings
-from workers.consumer import _pause_after, _wait
+from workers.consumer import pause_after, sleep_or_stop
 
 log = logging.getLogger(__name__)
 MOVE_INTERVAL_S = 0.25
@@ -40,9 +40,9 @@ class Scheduler:
                 except (RedisError, OSError) as exc:
                     failed = exc
             if failed is not None:
-                await _pause_after(failed, "scheduling")
+                await pause_after(failed, "scheduling")
             ticks += 1
-            await _wait(stopping, MOVE_INTERVAL_S)
+            await sleep_or_stop(stopping, MOVE_INTERVAL_S)
 
     async def move_due(self, shard: int) -> int:
         """Move due retries (deliveries and notices) and flush due digests of one shard. Returns entries put

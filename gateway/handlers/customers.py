@@ -11,12 +11,13 @@ import orjson
 from aiohttp import web
 
 from gateway import archived
-from gateway.context import decode_json, gateway_of, path_id, read_body
+from gateway.context import gateway_of
 from gateway.core import clock, keys
 from gateway.core.errors import Unprocessable
 from gateway.core.preferences import EMPTY, compile_preferences, parse_preferences
 from gateway.core.redis import text_map
 from gateway.handlers.events import iso, lifecycle
+from gateway.requests import decode_json, path_id, read_body
 from gateway.responses import respond
 
 DEFAULT_LIMIT, MOST_LIMIT = 50, 200

@@ -7,9 +7,10 @@ import logging
 from aiohttp import web
 
 from gateway.archived import archive_of
-from gateway.context import gateway_of, path_id
+from gateway.context import gateway_of
 from gateway.core import metrics
 from gateway.erasure import Eraser, customer_ref
+from gateway.requests import path_id
 from gateway.responses import respond
 
 log = logging.getLogger(__name__)

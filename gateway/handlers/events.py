@@ -11,7 +11,7 @@ from aiohttp import web
 
 from gateway import archived
 from gateway.auth import Caller
-from gateway.context import decode_json, gateway_of, path_id, read_body
+from gateway.context import gateway_of
 from gateway.core import keys, metrics
 from gateway.core.critical import CriticalRules
 from gateway.core.errors import (
@@ -24,6 +24,7 @@ from gateway.core.errors import (
 from gateway.core.event import Event, amount_cents, parse_event, payload_hash
 from gateway.core.scripts import IngestArgs
 from gateway.core.status import EventStatus
+from gateway.requests import decode_json, path_id, read_body
 from gateway.responses import respond
 
 _ACCEPTED = {"queued": 202, "digested": 202, "suppressed": 202, "duplicate": 200}

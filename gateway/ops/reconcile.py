@@ -34,6 +34,7 @@ import orjson
 from redis.exceptions import ResponseError
 
 from gateway.core import clock, keys
+from gateway.core.entries import DIGEST, EVENT_ID, ITEMS, KIND, SOURCE, items_of
 from gateway.core.redis import RedisClient, connect, read_epoch
 from gateway.core.settings import Settings
 from gateway.ops.archive_reconcile import Final, reconcile_archive
@@ -84,11 +85,12 @@ class Reconciliation:
 
 def _entry_ids(fields: dict[str, str]) -> list[str]:
     """ "source:event_id" of each event a stream entry (or its JSON copy) carries."""
-    if fields.get("kind") == "digest":
-        items = orjson.loads(fields.get("items", "[]"))
-        return [f"{item['src']}:{item['eid']}" for item in items]
-    if "eid" in fields:
-        return [f"{fields.get('src', '')}:{fields['eid']}"]
+    if fields.get(KIND) == DIGEST:
+        if ITEMS not in fields:  # a digest without items carries nothing
+            return []
+        return [f"{item[SOURCE]}:{item[EVENT_ID]}" for item in items_of(fields)]
+    if EVENT_ID in fields:
+        return [f"{fields.get(SOURCE, '')}:{fields[EVENT_ID]}"]
     return []
 
 

@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
+from gateway.core.local_servers import free_port
 from tests.archive.helpers import archive_backlog, archived, until_archived
-from tests.support import free_port, make_event
+from tests.support import make_event
 from tests.workers.flows import StackFactory, until_status
 
 pytestmark = pytest.mark.e2e

@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
+from gateway.core.local_servers import free_port
 from gateway.core.settings import RateLimit
 from gateway.ops.reconcile import reconcile
 from tests.archive.helpers import archive_backlog, until_archived
-from tests.support import free_port, make_event
+from tests.support import make_event
 from tests.workers.flows import StackFactory, until_status
 
 pytestmark = pytest.mark.e2e

@@ -18,6 +18,7 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway.core.local_servers import free_port
 from tests.cluster.conftest import SHARDS
 from tests.cluster.local import LocalCluster
 from tests.cluster.test_cluster_flow import customer_per_shard, openid
@@ -30,7 +31,6 @@ from tests.support import (
     Running,
     answers_ok,
     eventually,
-    free_port,
     make_event,
     sent_as,
 )

@@ -22,10 +22,11 @@ import pytest
 from redis.asyncio import Redis
 
 from gateway.core import keys
+from gateway.core.local_servers import free_port
 from gateway.core.settings import RateLimit
 from tests.faults.load import bind_customers, events_for, send_all
 from tests.faults.oracle import Oracle
-from tests.support import KEY_ID, SECRET, Client, RedisServer, eventually, free_port, make_event
+from tests.support import KEY_ID, SECRET, Client, RedisServer, eventually, make_event
 from tests.workers.flows import PUSHGW, StackFactory, kill_left, pending, pushgw_env
 
 pytestmark = pytest.mark.e2e

@@ -17,7 +17,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.support import RedisServer, answers_ok, eventually, free_port
+from gateway.core.local_servers import free_port
+from tests.support import RedisServer, answers_ok, eventually
 from tests.workers.flows import PUSHGW, pushgw_env, ready_gateways, start_gateway
 
 BURST = 400  # past aiohttp's default backlog of 128, within ours

@@ -17,7 +17,7 @@ from redis.exceptions import AuthenticationError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from gateway.app import create_app
-from gateway.context import Readiness
+from gateway.core.local_servers import free_port, server_command
 from gateway.core.redis import (
     AUTH_FAILED,
     AUTH_REQUIRED,
@@ -25,10 +25,10 @@ from gateway.core.redis import (
     PROTECTED_MODE,
     connect,
     refusal,
-    server_command,
 )
 from gateway.core.settings import ConfigError, Settings, parse_setting
-from tests.support import Running, eventually, free_port, stack_settings
+from gateway.readiness import Readiness
+from tests.support import Running, eventually, stack_settings
 from tests.support import server_binary_for_tests as server_binary
 from workers.worker import run_worker
 

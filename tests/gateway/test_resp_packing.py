@@ -9,11 +9,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from redis.asyncio.connection import AbstractConnection, Connection
 
-from gateway.core.redis import _packing_in_c
+from gateway.core.redis import packing_in_c
 from gateway.core.status import EventStatus
 
 PYTHON = Connection(decode_responses=True)
-IN_C = _packing_in_c(Connection)(decode_responses=True)
+IN_C = packing_in_c(Connection)(decode_responses=True)
 _ARG = st.one_of(st.text(), st.binary(), st.integers(min_value=-(2**70), max_value=2**70))
 
 

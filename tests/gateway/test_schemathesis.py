@@ -32,7 +32,8 @@ from schemathesis.checks import (
 )
 
 from gateway.core import signing
-from tests.support import KEY_ID, SECRET, RedisServer, free_port
+from gateway.core.local_servers import free_port
+from tests.support import KEY_ID, SECRET, RedisServer
 from tests.workers.flows import PUSHGW, pushgw_env
 
 pytestmark = pytest.mark.e2e

@@ -18,11 +18,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from redis.asyncio import Redis
 
+from gateway.core.local_servers import free_port
 from gateway.core.settings import ConfigError, Settings
 from gateway.server import tls_context
 from tests.gateway.helpers import assert_error_shape
 from tests.hostile.conftest import GatewayFactory, closed_by_server, raw_exchange
-from tests.support import Client, RedisServer, free_port, make_event
+from tests.support import Client, RedisServer, make_event
 from tests.workers.flows import PUSHGW, ready_gateways, start_gateway
 
 pytestmark = pytest.mark.e2e

@@ -12,8 +12,8 @@ import pytest
 from redis.asyncio import Redis
 
 from gateway import app
-from gateway.context import Readiness
 from gateway.core.settings import Settings
+from gateway.readiness import Readiness
 from gateway.server import gateway_listening
 
 pytestmark = pytest.mark.e2e

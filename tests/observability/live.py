@@ -21,17 +21,9 @@ from typing import Any
 
 import orjson
 
+from gateway.core.local_servers import free_port
 from tests.observability.tools import DEPLOY, tool
-from tests.support import (
-    APP_SECRET,
-    APPID,
-    KEY_ID,
-    SECRET,
-    RedisServer,
-    free_port,
-    make_event,
-    signed_headers,
-)
+from tests.support import APP_SECRET, APPID, KEY_ID, SECRET, RedisServer, make_event, signed_headers
 
 FINAL = {"delivered", "failed", "dead_lettered", "no_binding"}
 OPENIDS = {"C1": "oLiveOpenid_0001", "C2": "oLiveOpenid_0002", "C3": "oLiveGone_0003"}

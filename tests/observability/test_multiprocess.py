@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway.core.local_servers import free_port
 from tests.observability.live import http, until
 from tests.observability.tools import run_tool
-from tests.support import KEY_ID, SECRET, RedisServer, free_port
+from tests.support import KEY_ID, SECRET, RedisServer
 
 pytestmark = pytest.mark.e2e
 PROCESSES = 2

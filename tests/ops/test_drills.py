@@ -17,7 +17,8 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from tests.support import RedisServer, eventually, free_port
+from gateway.core.local_servers import free_port
+from tests.support import RedisServer, eventually
 from tests.workers.flows import PUSHGW, kill_left, pushgw_env
 
 pytestmark = pytest.mark.e2e

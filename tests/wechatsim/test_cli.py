@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 
 import aiohttp
 import pytest
 
+from gateway.core.local_servers import free_port
 from tests.wechatsim.conftest import Sim, send_payload
 from wechatsim.cli import config_from_env, serve
 from wechatsim.config import SimConfig
@@ -64,13 +64,6 @@ def test_a_bad_apps_value_does_not_echo_secrets() -> None:
     assert "topsecret" not in str(caught.value)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 async def _wait_healthy(session: aiohttp.ClientSession, url: str) -> dict[str, str]:
     for _ in range(200):
         try:
@@ -84,7 +77,7 @@ async def _wait_healthy(session: aiohttp.ClientSession, url: str) -> dict[str, s
 
 async def test_serve_runs_until_cancelled_and_releases_the_port(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
-    port = _free_port()
+    port = free_port()
     task = asyncio.create_task(serve("127.0.0.1", port, SimConfig()))
     url = f"http://127.0.0.1:{port}/healthz"
     async with aiohttp.ClientSession() as session:

@@ -15,8 +15,9 @@ import aiohttp
 from redis.asyncio import Redis
 
 from gateway.core import keys
+from gateway.core.local_servers import free_port
 from tests.conftest import Stack
-from tests.support import KEY_ID, SECRET, eventually, free_port, until_ready
+from tests.support import KEY_ID, SECRET, eventually, until_ready
 
 StackFactory = Callable[..., Awaitable[Stack]]
 Entries = list[tuple[str, dict[str, str]]]  # what XRANGE gives on a decoding client

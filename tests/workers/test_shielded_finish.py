@@ -12,13 +12,14 @@ import pytest
 from redis.asyncio import Redis
 
 from gateway.core import keys
+from gateway.core.entries import Entry
 from gateway.core.redis import ensure_groups
 from gateway.core.scripts import Scripts
 from gateway.core.settings import Settings
 from gateway.core.status import EventStatus
 from tests.workers.flows import pending
 from workers.breaker import Breaker
-from workers.delivery import Deliverer, Entry, Sender
+from workers.delivery import Deliverer, Sender
 from workers.render import Templates
 from workers.token import TokenCache
 from workers.wechat import WeChatClient

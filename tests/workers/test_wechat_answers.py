@@ -11,7 +11,8 @@ import orjson
 import pytest
 from aiohttp import web
 
-from tests.support import Running, free_port
+from gateway.core.local_servers import free_port
+from tests.support import Running
 from workers.wechat import Answer, Outcome, TokenError, WeChatClient, classify
 
 

