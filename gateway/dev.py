@@ -29,7 +29,7 @@ from gateway.auth import OPEN_SOURCE
 from gateway.core import clock
 from gateway.core.archive import schema
 from gateway.core.archive.rows import row_of
-from gateway.core.archive.server import PostgresServer
+from gateway.core.archive.server import running_postgres
 from gateway.core.archive.store import ArchiveStore, open_pool
 from gateway.core.local_servers import free_port, server_binary, server_command
 from gateway.core.redis import connect, init_epoch
@@ -99,8 +99,9 @@ async def run_dev(host: str, port: int, sim_port: int) -> None:
     with (
         tempfile.TemporaryDirectory(prefix="pushgw-dev-") as tmp,
         redis_server(redis_port, Path(tmp)),
-        dev_archive() as archive_url,
+        running_postgres() as archive,
     ):
+        archive_url = archive or ""  # no PostgreSQL binaries: dev runs without an archive, and says so
         await _wait_for_redis(redis_port)
         await prepare_archive(archive_url)
         settings = Settings(
@@ -124,23 +125,6 @@ async def run_dev(host: str, port: int, sim_port: int) -> None:
             await _seed_binding(url)
             _announce(url, sim_port, settings.redis_url, archive=bool(archive_url))
             await run_worker(settings, stopping, now=now)
-
-
-@contextlib.contextmanager
-def dev_archive() -> Iterator[str]:
-    """A private PostgreSQL for the archive, removed on exit; yields its URL ("" when no PostgreSQL server
-    can be found: `pushgw dev` then runs without an archive, and says so)."""
-    try:
-        server = PostgresServer()
-    except FileNotFoundError as exc:
-        log.warning("no archive: %s", exc)
-        yield ""
-        return
-    try:
-        server.start()
-        yield server.url()
-    finally:
-        server.remove()
 
 
 async def prepare_archive(url: str) -> None:

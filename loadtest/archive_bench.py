@@ -11,9 +11,7 @@ default durability (fsync, synchronous commit):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import Iterator
 from typing import Any, cast
 
 import aiohttp
@@ -22,24 +20,8 @@ from redis.asyncio import Redis
 
 from gateway.core import keys
 from gateway.core.archive import schema
-from gateway.core.archive.server import PostgresServer
 
 POLL_S = 0.05
-
-
-@contextlib.contextmanager
-def archive_server() -> Iterator[str | None]:
-    """A PostgreSQL for the measure (removed after it); None when no server binaries are installed."""
-    try:
-        server = PostgresServer()
-    except FileNotFoundError:
-        yield None
-        return
-    try:
-        server.start()
-        yield server.url()
-    finally:
-        server.remove()
 
 
 async def migrated(url: str) -> None:

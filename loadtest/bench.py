@@ -37,6 +37,7 @@ import orjson
 from redis.asyncio import Redis
 
 from gateway.core import keys
+from gateway.core.archive.server import running_postgres
 from gateway.core.local_servers import free_port, server_binary, server_command
 from gateway.core.redis import init_epoch
 from loadtest import archive_bench
@@ -613,7 +614,7 @@ async def run_bench(
     soak: dict[str, Any] | None = None
     with (
         tempfile.TemporaryDirectory(prefix="pushgw-bench-") as tmp,
-        archive_bench.archive_server() as archive,
+        running_postgres() as archive,
     ):
         if archive is not None:
             await archive_bench.migrated(archive)

