@@ -82,6 +82,7 @@ class Scripts:
         self._token_invalidate = _Script("token_invalidate")
         self._delete_if = _Script("delete_if")
         self._replace_hash = _Script("replace_hash")
+        self._save_preferences = _Script("save_preferences")
         self._mark_binding = _Script("mark_binding")
         self._replay_dead = _Script("replay_dead")
         self._finish_event = _Script("finish_event", "archive")
@@ -100,7 +101,9 @@ class Scripts:
             self._flush_digest,
             self._token_invalidate,
             self._delete_if,
+            self._replace_hash,
             self._mark_binding,
+            self._save_preferences,
             self._replay_dead,
             self._finish_event,
             self._notice_finish,
@@ -227,6 +230,20 @@ class Scripts:
         if not fields:
             raise ValueError("replace_hash needs at least one field")
         await self._replace_hash(client, [key], [item for pair in fields.items() for item in pair])
+
+    async def save_preferences(
+        self, client: Client, shard: int, customer_id: str, fields: Mapping[str, str], now_ms: int
+    ) -> None:
+        """Replace the customer's compiled preferences (at least one field) and move their held events' due
+        time to `now_ms`, in one atomic step: a crash cannot leave new quiet hours with events held for the
+        old ones."""
+        if not fields:
+            raise ValueError("save_preferences needs at least one field")
+        await self._save_preferences(
+            client,
+            [keys.preferences(shard, customer_id), keys.digest_due(shard)],
+            [customer_id, now_ms, *(item for pair in fields.items() for item in pair)],
+        )
 
     async def mark_binding(self, client: Client, customer_id: str, openid: str, status: str) -> bool:
         """Set the binding's status if it still names `openid` (one atomic step). Returns whether it did."""

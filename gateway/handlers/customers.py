@@ -39,12 +39,8 @@ async def put_preferences(request: web.Request) -> web.Response:
     # in a thread: a time zone's first use reads it from disk, and its offsets for years take a while
     doc, fields = await asyncio.to_thread(_compiled, decode_json(body), int(clock.now_s()))
     shard = keys.shard_of(customer_id, gw.settings.shards)
-    key = keys.preferences(shard, customer_id)
     async with gw.remembered(caller, replay_harmless=False):
-        await gw.scripts.replace_hash(gw.redis, key, fields)
-        # events held for the old quiet hours are looked at again now (the digest script re-checks both
-        # the new quiet hours and the rate limit, and reschedules when they still apply)
-        await gw.redis.zadd(keys.digest_due(shard), {customer_id: clock.now_ms()}, xx=True)
+        await gw.scripts.save_preferences(gw.redis, shard, customer_id, fields, clock.now_ms())
     return respond({"customer_id": customer_id, **doc})
 
 

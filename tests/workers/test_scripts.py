@@ -377,7 +377,7 @@ async def test_flush_digest_with_nothing_held_unschedules(redis: Redis, build: C
     assert await redis.zscore(keys.digest_due(SHARD), CID) is None
 
 
-# token_invalidate, delete_if, replace_hash, mark_binding
+# token_invalidate, delete_if, replace_hash, save_preferences, mark_binding
 
 
 async def test_token_invalidate_only_drops_the_failed_token(redis: Redis, build: Callable[..., Any]) -> None:
@@ -412,6 +412,22 @@ async def test_replace_hash_leaves_only_the_new_fields(redis: Redis, build: Call
     assert await redis.hgetall(key) == {"openid": "oUser_new"}
     with pytest.raises(ValueError, match="at least one field"):
         await scripts.replace_hash(redis, key, {})
+
+
+async def test_save_preferences_replaces_them_and_bumps_only_a_held_customer(
+    redis: Redis, build: Callable[..., Any]
+) -> None:
+    _, scripts = build()
+    prefs = keys.preferences(SHARD, "C-held")
+    await redis.hset(prefs, mapping={"muted": ",debit,", "min:debit": "100"})
+    await redis.zadd(keys.digest_due(SHARD), {"C-held": 9_000_000_000_000})
+    await scripts.save_preferences(redis, SHARD, "C-held", {"doc": "{}", "muted": ",refund,"}, 1_000)
+    assert await redis.hgetall(prefs) == {"doc": "{}", "muted": ",refund,"}  # no stale minimum
+    assert await redis.zscore(keys.digest_due(SHARD), "C-held") == 1_000  # held events looked at now
+    await scripts.save_preferences(redis, SHARD, "C-free", {"doc": "{}"}, 2_000)
+    assert await redis.zscore(keys.digest_due(SHARD), "C-free") is None  # nothing held: nothing scheduled
+    with pytest.raises(ValueError, match="at least one field"):
+        await scripts.save_preferences(redis, SHARD, "C-held", {}, 3_000)
 
 
 async def test_mark_binding_only_while_it_names_the_openid_wechat_answered_about(
