@@ -5,7 +5,8 @@ Every failure is one Unauthorized that never says which part was wrong; a valid 
 scope is Forbidden. Replay memory (nonces of state-changing requests) is the caller's, through Redis.
 The header fields are RFC 8941 dictionaries. They are parsed here with anchored regular expressions for the
 subset the profile uses: strings without escapes (no component name, key id or nonce needs one), integers,
-tokens, booleans and byte sequences. Anything else is refused.
+tokens, booleans and byte sequences. Anything else is refused. Whitespace runs are matched possessively
+(`*+`): a header of spaces must not cost a quadratic backtrack before the signature is checked.
 """
 
 from __future__ import annotations
@@ -33,12 +34,12 @@ _REFUSED = "missing or invalid request signature"
 _KEY = r"[a-z*][a-z0-9_.*-]*"
 _STRING = r'"[\x20\x21\x23-\x5b\x5d-\x7e]*"'
 _BARE = rf"(?:{_STRING}|-?[0-9]{{1,15}}|\?[01]|:[A-Za-z0-9+/=]*:|[A-Za-z*][A-Za-z0-9:/!#$%&'*+.^_`|~-]*)"
-_PARAM = re.compile(rf";\x20*({_KEY})(?:=({_BARE}))?")
-_PARAMS = rf"(?:;\x20*{_KEY}(?:={_BARE})?)*"
+_PARAM = re.compile(rf";\x20*+({_KEY})(?:=({_BARE}))?")
+_PARAMS = rf"(?:;\x20*+{_KEY}(?:={_BARE})?)*"
 _ITEM = rf"{_STRING}{_PARAMS}"
-_INNER_LIST = rf"\(\x20*(?:{_ITEM}(?:\x20+{_ITEM})*)?\x20*\){_PARAMS}"
+_INNER_LIST = rf"\(\x20*+(?:{_ITEM}(?:\x20++{_ITEM})*)?\x20*+\){_PARAMS}"
 _MEMBER = re.compile(rf"({_KEY})(?:=({_INNER_LIST}|{_BARE}{_PARAMS}))?")
-_INNER = re.compile(rf"\((\x20*(?:{_ITEM}(?:\x20+{_ITEM})*)?)\x20*\)")
+_INNER = re.compile(rf"\((\x20*+(?:{_ITEM}(?:\x20++{_ITEM})*)?)\x20*+\)")
 _LIST_ITEM = re.compile(rf"({_STRING})({_PARAMS})")
 _SEPARATOR = re.compile(r"[\x20\t]*,[\x20\t]*")
 

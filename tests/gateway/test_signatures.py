@@ -446,6 +446,7 @@ def test_one_requests_headers_are_refused_on_any_other_method_or_path(
             id="two-labels-neither-pushgw",
         ),
         pytest.param(lambda h: {**h, "Content-Digest": "sha-512=:AAAA:"}, id="digest-other-algorithm-only"),
+        pytest.param(lambda h: {**h, "Signature-Input": "pushgw=(" + " " * 8000 + "x"}, id="spaces"),
     ],
 )
 def test_malformed_or_incomplete_signatures_are_refused(
