@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
+from types import TracebackType
 
 from gateway.core import metrics
 from gateway.core.errors import ServiceUnavailable
@@ -22,20 +21,25 @@ class Admission:
     waiting: int = 0
     shed_at_s: float = float("-inf")
 
-    @contextmanager
-    def admitted(self) -> Iterator[None]:
-        """Raises ServiceUnavailable when full (counted in pushgw_ingress_shed_total)."""
+    def admitted(self) -> Admission:
+        """`with admission.admitted():` holds a slot for the block. Raises ServiceUnavailable when full
+        (counted in pushgw_ingress_shed_total). A plain context manager, not @contextmanager: it runs for
+        every request."""
+        return self
+
+    def __enter__(self) -> None:
         if self.full:
             self.shed_at_s = time.monotonic()
             metrics.INGRESS_SHED.inc()
             raise ServiceUnavailable("the gateway is overloaded, retry later", retry_after_s=1)
         self.waiting += 1
         metrics.INGRESS_WAITING.inc()
-        try:
-            yield
-        finally:
-            self.waiting -= 1
-            metrics.INGRESS_WAITING.dec()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self.waiting -= 1
+        metrics.INGRESS_WAITING.dec()
 
     @property
     def full(self) -> bool:

@@ -35,7 +35,7 @@ def create_app(settings: Settings) -> web.Application:
     if not settings.api_keys and not settings.open_ingress:
         raise ConfigError("PUSHGW_API_KEYS is empty: set keys, or PUSHGW_OPEN_INGRESS=true for development")
     app = web.Application(
-        middlewares=[middlewares.observe, middlewares.errors],
+        middlewares=[middlewares.observe],
         client_max_size=settings.max_batch_body_bytes,
     )
     app.cleanup_ctx.append(_gateway_context(settings))

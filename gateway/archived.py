@@ -1,5 +1,7 @@
 """The gateway's read side of the archive: a small asyncpg pool in the app's cleanup_ctx (only when
-PUSHGW_ARCHIVE_URL is set), the lookups' fallback to it, and the timeline's paging cursor.
+PUSHGW_ARCHIVE_URL is set), the lookups' fallback to it, and the timeline's paging cursor. With it the
+gateway also samples the archive backlog (gateway/core/archive/backlog.py): the final states it hands over
+at ingest and erasure stay visible to the PushgwArchiveBacklog alert even when no worker archives.
 
 Redis answers while it holds an event's record (`"origin": "live"`); once the record expired the archive
 answers in the same shape (`"origin": "archive"`). The customer timeline merges both, newest first by
@@ -10,6 +12,7 @@ A failing archive is a 503 (Retry-After), never a silent "not found".
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -18,6 +21,8 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.context import GATEWAY
+from gateway.core.archive import backlog
 from gateway.core.archive.store import ARCHIVE_ERRORS, ArchiveStore, open_pool
 from gateway.core.errors import ServiceUnavailable, Unprocessable
 from gateway.core.settings import Settings
@@ -32,8 +37,9 @@ Item = tuple[int, str, dict[str, Any]]  # (accepted unix ms, "source:event_id", 
 
 
 def archive_context(settings: Settings) -> Callable[[web.Application], AsyncIterator[None]]:
-    """The app's archive pool; nothing when no archive is configured. It connects lazily: a gateway starts
-    while PostgreSQL is down, and its lookups of live events never wait for it."""
+    """The app's archive pool and its backlog sampler; nothing when no archive is configured. The pool
+    connects lazily: a gateway starts while PostgreSQL is down, and its lookups of live events never wait
+    for it. Comes after the gateway's context (it samples through the gateway's Redis client)."""
 
     async def context(app: web.Application) -> AsyncIterator[None]:
         if not settings.archive_url:
@@ -41,9 +47,16 @@ def archive_context(settings: Settings) -> Callable[[web.Application], AsyncIter
             return
         pool = await open_pool(settings.archive_url, max_size=POOL_SIZE)
         app[ARCHIVE] = ArchiveStore(pool)
+        stopping = asyncio.Event()
+        sampler = asyncio.create_task(
+            backlog.sample_loop(app[GATEWAY].redis, settings.shards, stopping, backlog.SAMPLE_S),
+            name="archive-backlog-sampler",
+        )
         try:
             yield
         finally:
+            stopping.set()
+            await sampler
             await pool.close()
 
     return context

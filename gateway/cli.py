@@ -250,6 +250,10 @@ def cmd_bench(args: argparse.Namespace) -> None:
         configure("WARNING")
         asyncio.run(run_scaling(seconds=2.5 if args.quick else 5.0, json_path=args.json))
         return
+    from loadtest import wrk
+
+    if wrk.binary() is None:  # it drives H and ingress: without it there is no fair baseline
+        sys.exit(wrk.MISSING)
     configure("WARNING")
     _install_uvloop()
     asyncio.run(
@@ -259,6 +263,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
             json_path=args.json,
             soak_s=args.soak,
             profile_dir=args.profile,
+            flamegraph_dir=args.flamegraphs,
         )
     )
 
@@ -355,7 +360,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="also run the pipeline at 70%% load this long (default 600 s) and report RSS at start and end",
     )
     bench.add_argument(
-        "--profile", default=None, metavar="DIR", help="py-spy the gateway and worker into DIR"
+        "--profile",
+        default=None,
+        metavar="DIR",
+        help="py-spy the gateway and worker into DIR as collapsed stacks (NAME.txt; python -m loadtest.report"
+        " summarises them)",
+    )
+    bench.add_argument(
+        "--flamegraphs",
+        default=None,
+        metavar="DIR",
+        help="py-spy flame graphs of the gateway and worker into DIR (gateway-single.svg, gateway-batch.svg,"
+        " worker.svg)",
     )
     bench.set_defaults(func=cmd_bench)
     return parser

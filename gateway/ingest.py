@@ -17,12 +17,13 @@ import asyncio
 import logging
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from gateway.core import keys, metrics
-from gateway.core.coalesce import Coalescer
+from gateway.core.coalesce import Coalescer, Split
 from gateway.core.errors import ServiceUnavailable
 from gateway.core.redis import AnyPipeline, RedisClient
 from gateway.core.scripts import IngestArgs, Scripts
@@ -32,6 +33,9 @@ log = logging.getLogger(__name__)
 Result = tuple[str, str]
 _RETRY_AFTER_S = 1.0
 _CONFLICT: Result = ("conflict", "")
+# events in one ingest script call at most: Redis runs a script to its end, so a call of many events would
+# hold every other client (the workers) back for its whole run; 64 is a few milliseconds
+EVENTS_PER_CALL = 64
 _T = TypeVar("_T")
 
 
@@ -74,6 +78,7 @@ class Ingestor:
         self._scripts = scripts
         self._timeout_s = timeout_s
         self._shards = shards
+        self._cluster = isinstance(redis, RedisCluster)
         self._claim_ttl_s = claim_ttl_s if shards > 1 else 0
         self._coalescer: Coalescer[IngestArgs | _Claim] = Coalescer(
             redis,
@@ -87,15 +92,43 @@ class Ingestor:
             wait_timeout_ms=max(1, int(timeout_s * 500)),
         )
 
-    async def _queue(self, pipe: AnyPipeline, item: IngestArgs | _Claim) -> int:
-        if isinstance(item, _Claim):
-            pipe.set(item.key, item.payload_hash, nx=True, get=True, ex=self._claim_ttl_s)
-        else:
-            await self._scripts.ingest(pipe, item)
-        return 1
+    async def _queue(self, pipe: AnyPipeline, items: list[IngestArgs | _Claim]) -> Split:
+        """Each claim its own SET; the events in ingest script calls of at most EVENTS_PER_CALL, one shard
+        each on a cluster (a call's keys are in one slot)."""
+        claims = [index for index, item in enumerate(items) if isinstance(item, _Claim)]
+        for index in claims:
+            claim = cast(_Claim, items[index])
+            pipe.set(claim.key, claim.payload_hash, nx=True, get=True, ex=self._claim_ttl_s)
+        groups: dict[int, list[int]] = {}
+        for index, item in enumerate(items):
+            if isinstance(item, IngestArgs):
+                group = keys.shard_of(item.customer_id, self._shards) if self._cluster else 0
+                groups.setdefault(group, []).append(index)
+        calls = [
+            ids[at : at + EVENTS_PER_CALL]
+            for ids in groups.values()
+            for at in range(0, len(ids), EVENTS_PER_CALL)
+        ]
+        for call in calls:
+            await self._scripts.ingest_many(pipe, [cast(IngestArgs, items[index]) for index in call])
+
+        def split(replies: list[Any]) -> list[list[Any]]:
+            results: list[list[Any]] = [[] for _ in items]
+            for reply, index in zip(replies, claims, strict=False):
+                results[index] = [reply]
+            for answer, call in zip(replies[len(claims) :], calls, strict=True):
+                for position, index in enumerate(call):
+                    results[index] = [
+                        answer if isinstance(answer, Exception) else answer[2 * position : 2 * position + 2]
+                    ]
+            return results
+
+        return split
 
     async def submit(self, args: IngestArgs) -> Result:
         """Ingest one event. Raises ServiceUnavailable when Redis fails or misses the deadline."""
+        if not self._claim_ttl_s:  # the common case, one script call: no lists on the way
+            return _result(await self._within_deadline(self._coalescer.enqueue(args)))
         [result] = await self._within_deadline(self._ingest([args], together=False))
         return result
 

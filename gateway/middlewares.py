@@ -56,8 +56,7 @@ def _from_http(exc: web.HTTPException) -> ApiError:
     return kind(messages.get(exc.status, exc.reason))
 
 
-@web.middleware
-async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+async def _answered(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every failure leaves as {"error": {...}}. A 500 is a bug: logged with the route, body never shown."""
     try:
         return await handler(request)
@@ -96,14 +95,15 @@ def _internal(request: web.Request) -> web.Response:
 
 @web.middleware
 async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Bind a request id (X-Request-Id, or a new one) and count and time each request by route."""
+    """The one middleware (each layer costs every request): bind a request id (X-Request-Id, or a new one),
+    answer every failure in the error shape, and count and time each request by route."""
     request_id = request.headers.get("X-Request-Id", "")[:64] or f"{_ID_PREFIX}-{next(_ID_SEQUENCE):x}"
     route = _route(request)
     started = time.perf_counter()
     status = 500
     with bound(request_id=request_id):
         try:
-            response = await handler(request)
+            response = await _answered(request, handler)
             status = response.status
             response.headers["X-Request-Id"] = request_id
             return response

@@ -11,9 +11,10 @@ XACK writes the batch again, which changes nothing; a crash before the commit le
 
 While PostgreSQL fails the loop retries the same batch with capped backoff and reads nothing more: the rest
 waits in Redis, never trimmed (the scheduler trims a stream only below what every group acknowledged), and
-`pushgw_archive_backlog` / `pushgw_archive_lag_seconds` (sampled here every few seconds) show it growing, for
-the ArchiveBacklog alert; it drains at batch speed once PostgreSQL is back. Once a day (and at start) it
-makes the coming months' partitions and drops those past PUSHGW_ARCHIVE_RETENTION_DAYS.
+`pushgw_archive_backlog` / `pushgw_archive_lag_seconds` (gateway/core/archive/backlog.py, sampled here and
+by the gateways every few seconds) show it growing, for the ArchiveBacklog alert; it drains at batch speed
+once PostgreSQL is back. Once a day (and at start) it makes the coming months' partitions and drops those
+past PUSHGW_ARCHIVE_RETENTION_DAYS.
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ from typing import cast
 
 from asyncpg.exceptions import DataError
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisError
 
 from gateway.core import keys, metrics
+from gateway.core.archive import backlog
 from gateway.core.archive.rows import InvalidEntry, Row, row_of
 from gateway.core.archive.store import ARCHIVE_ERRORS, ArchiveStore, open_pool
 from gateway.core.redis import RedisClient
@@ -42,7 +44,6 @@ MAINTAIN_S = 86400.0  # partitions ahead and retention
 RETRY_FIRST_S, RETRY_MOST_S = 0.5, 15.0  # backoff while PostgreSQL fails
 REDIS_RETRY_S = 1.0
 CLUSTER_BLOCK_MS = 100
-LAG_SCAN_MOST = 10_000
 
 _Entries = list[tuple[str, list[tuple[str, dict[str, str]]]]]  # [(stream, [(entry id, fields)])]
 
@@ -199,49 +200,8 @@ class Archiver:
             log.warning("archive acknowledgement failed (written again later): %s", type(exc).__name__)
 
     async def sample_loop(self, stopping: asyncio.Event) -> None:
-        """Publish the backlog and lag gauges every SAMPLE_S."""
-        while not stopping.is_set():
-            try:
-                backlog, lag_s = await self.backlog()
-                metrics.ARCHIVE_BACKLOG.set(backlog)
-                metrics.ARCHIVE_LAG.set(lag_s)
-            except (RedisError, OSError) as exc:
-                log.debug("archive backlog sample failed: %s", type(exc).__name__)
-            await sleep_or_stop(stopping, SAMPLE_S)
-
-    async def backlog(self) -> tuple[int, float]:
-        """(entries not yet archived, seconds since the oldest of them was added) over every shard, by
-        Redis TIME."""
-        seconds, micros = await self._redis.time()
-        now_ms = int(seconds) * 1000 + int(micros) // 1000
-        total, oldest_ms = 0, now_ms
-        for stream in self._streams:
-            waiting, first_ms = await self._stream_backlog(stream)
-            total += waiting
-            if first_ms is not None:
-                oldest_ms = min(oldest_ms, first_ms)
-        return total, max(0, now_ms - oldest_ms) / 1000
-
-    async def _stream_backlog(self, stream: str) -> tuple[int, int | None]:
-        try:
-            groups = await self._redis.xinfo_groups(stream)
-        except ResponseError:  # no such stream yet: nothing waits
-            return 0, None
-        group = next((g for g in groups if g["name"] == keys.ARCHIVE_GROUP), None)
-        if group is None:
-            return 0, None
-        last_read = str(group["last-delivered-id"])
-        pending = await self._redis.xpending(stream, keys.ARCHIVE_GROUP)
-        unread = cast(
-            list[tuple[str, object]], await self._redis.xrange(stream, min=f"({last_read}", count=1)
-        )
-        lag = group.get("lag")
-        if lag is None and unread:  # Redis cannot tell (entries deleted mid-stream): count the unread, capped
-            more = await self._redis.xrange(stream, min=f"({last_read}", count=LAG_SCAN_MOST)
-            lag = len(cast(list[object], more))
-        firsts = [_ms(str(pending["min"]))] if pending["pending"] else []
-        firsts += [_ms(str(unread[0][0]))] if unread else []
-        return int(lag or 0) + int(pending["pending"]), min(firsts) if firsts else None
+        """Publish the backlog and lag gauges every SAMPLE_S (gateway/core/archive/backlog.py)."""
+        await backlog.sample_loop(self._redis, self._settings.shards, stopping, SAMPLE_S)
 
     async def maintain_loop(self, stopping: asyncio.Event) -> None:
         """At start and then daily: the coming months' partitions, and the retention."""
@@ -275,10 +235,6 @@ def _rows(batch: _Entries) -> list[Row]:
 
 def _count(batch: _Entries) -> int:
     return sum(len(entries) for _, entries in batch)
-
-
-def _ms(entry_id: str) -> int:
-    return int(entry_id.partition("-")[0])
 
 
 def _why(exc: BaseException) -> str:

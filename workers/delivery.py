@@ -15,23 +15,24 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import orjson
+from redis.asyncio.cluster import RedisCluster
 
 from gateway.core import clock, keys, metrics
-from gateway.core.coalesce import Coalescer
+from gateway.core.coalesce import Coalescer, Split
 from gateway.core.entries import SOURCE, Entry
 from gateway.core.logs import bound
 from gateway.core.recipient import recipient_hash
 from gateway.core.redis import AnyPipeline, RedisClient, text_map
-from gateway.core.scripts import Scripts
+from gateway.core.scripts import EntryOutcome, Scripts
 from gateway.core.settings import Settings
 from gateway.core.status import EventStatus
 from workers.backoff import backoff_s
 from workers.breaker import Breaker
 from workers.consumer import Consumer, Limits, Streams
-from workers.render import SHANGHAI, RenderError, Templates, render_digest, render_event
+from workers.render import SHANGHAI, RenderError, Templates, render_digest, render_fields
 from workers.throttle import Throttle
 from workers.token import TokenCache
 from workers.wechat import Answer, Outcome, TokenError, Verdict, Wait, WeChatClient, classify
@@ -41,7 +42,10 @@ SUSPEND_S = 600.0
 # WeChat drops a repeat of touser + client_msg_id for 10 minutes. After a send with no clear answer, a resend
 # is safe only within that window (a minute kept for clocks and the send's own time)
 UNCLEAR_RESEND_WINDOW_S = 540
+# outcomes in one finish script call at most (a script holds every other client back while it runs)
+FINISHES_PER_CALL = 64
 _KEEPS_ENTRY = frozenset({EventStatus.RETRYING, EventStatus.DEAD_LETTERED})
+_FINAL_VALUES = frozenset(status.value for status in EventStatus if status.is_final)  # as Redis returns them
 
 
 _GAVE_UP = ("max_attempts", "max_age")  # dead-letter reasons followed by the last attempt's errcode label
@@ -65,11 +69,11 @@ def _raised(results: list[Any]) -> list[Any]:
 
 
 class Finish(NamedTuple):
-    """What `finish` records for an entry: the finish.lua arguments (the entry also gives the msgid index
-    of a delivered message its customer and acceptance time)."""
+    """What `finish` records for an entry (the entry also gives the msgid index of a delivered message its
+    customer and acceptance time)."""
 
     entry: Entry
-    args: dict[str, Any]
+    outcome: EntryOutcome
 
 
 @dataclass(frozen=True)
@@ -117,6 +121,7 @@ class Deliverer:
         self._round_trips: Coalescer[Entry | Finish] = Coalescer(
             redis, self._queue, scripts.load, deadline_s=settings.redis_timeout_s
         )
+        self._cluster = isinstance(redis, RedisCluster)
 
     async def close(self) -> None:
         """Send outcomes still waiting for a round trip."""
@@ -130,7 +135,7 @@ class Deliverer:
         """Take the entry to its next state. Raises only for Redis failures (the entry stays pending)."""
         with bound(event_id=entry.message_id):
             statuses, binding = await self._lookup(entry)
-            if all(status is not None and EventStatus(status).is_final for status in statuses):
+            if all(status in _FINAL_VALUES for status in statuses):
                 # the delivered-ledger: a reclaimed entry whose records are final is only acknowledged
                 await self._redis.xack(entry.stream, keys.GROUP, entry.entry_id)
                 self.outcomes["already_final"] += 1
@@ -154,13 +159,39 @@ class Deliverer:
 
     async def _lookup(self, entry: Entry) -> tuple[list[str | None], dict[str, str]]:
         """The statuses of the entry's records and the customer's binding, in a shared round trip."""
-        *statuses, binding = _raised(await self._round_trips.submit(entry))
+        *statuses, binding = _raised(await self._round_trips.enqueue(entry))
         return statuses, text_map(binding)
 
-    async def _queue(self, pipe: AnyPipeline, item: Entry | Finish) -> int:
-        if isinstance(item, Entry):
-            return self._queue_lookup(pipe, item)
-        return await self._queue_finish(pipe, item)
+    async def _queue(self, pipe: AnyPipeline, items: list[Entry | Finish]) -> Split:
+        """Each lookup and msgid index its own commands; the outcomes in finish script calls of at most
+        FINISHES_PER_CALL, one shard each on a cluster (a call's keys are in one slot)."""
+        counts: list[int] = []  # per item: the commands of its own
+        groups: dict[int, list[int]] = {}
+        for index, item in enumerate(items):
+            if isinstance(item, Entry):
+                counts.append(self._queue_lookup(pipe, item))
+            else:
+                counts.append(self._queue_msgid(pipe, item))
+                groups.setdefault(item.entry.shard if self._cluster else 0, []).append(index)
+        calls = [
+            ids[at : at + FINISHES_PER_CALL]
+            for ids in groups.values()
+            for at in range(0, len(ids), FINISHES_PER_CALL)
+        ]
+        for call in calls:
+            await self._scripts.finish_many(pipe, [cast(Finish, items[index]).outcome for index in call])
+
+        def split(replies: list[Any]) -> list[list[Any]]:
+            results, start = [], 0
+            for count in counts:
+                results.append(replies[start : start + count])
+                start += count
+            for answer, call in zip(replies[start:], calls, strict=True):
+                for position, index in enumerate(call):
+                    results[index].append(answer if isinstance(answer, Exception) else answer[position])
+            return results
+
+        return split
 
     @staticmethod
     def _queue_lookup(pipe: AnyPipeline, entry: Entry) -> int:
@@ -170,26 +201,22 @@ class Deliverer:
         pipe.hgetall(keys.binding(entry.customer_id))
         return len(records) + 1
 
-    async def _queue_finish(self, pipe: AnyPipeline, finish: Finish) -> int:
-        entry, args = finish
-        queued = 0
-        if args["status"] is EventStatus.DELIVERED and args["msgid"]:
-            # before the finish script: if that fails the entry is re-sent and the same msgid indexed again
-            index = orjson.dumps(
-                {"cid": entry.customer_id, "records": entry.records, "acc": entry.accepted_ms}
-            )
-            # what pipe.set(..., ex=) sends, without its per-call argument checks
-            pipe.execute_command("SET", keys.msgid(args["msgid"]), index, "EX", self._settings.event_ttl_s)
-            queued += 1
-        await self._scripts.finish(pipe, **args)
-        return queued + 1
+    def _queue_msgid(self, pipe: AnyPipeline, finish: Finish) -> int:
+        """The msgid index of a delivered message (0 or 1 command), before its finish: if that fails the
+        entry is re-sent and the same msgid indexed again."""
+        entry, outcome = finish
+        if outcome.status is not EventStatus.DELIVERED or not outcome.msgid:
+            return 0
+        index = orjson.dumps({"cid": entry.customer_id, "records": entry.records, "acc": entry.accepted_ms})
+        # what pipe.set(..., ex=) sends, without its per-call argument checks
+        pipe.execute_command("SET", keys.msgid(outcome.msgid), index, "EX", self._settings.event_ttl_s)
+        return 1
 
     @staticmethod
     def _render(entry: Entry, openid: str, templates: Templates) -> dict[str, Any]:
-        events = entry.events
         if entry.is_digest:
-            return render_digest(templates, entry.message_id, events, openid)
-        return render_event(templates, events[0], openid, entry.fields[SOURCE])
+            return render_digest(templates, entry.message_id, entry.events, openid)
+        return render_fields(templates, entry.event_fields, openid, entry.fields[SOURCE])
 
     async def _send(self, entry: Entry, message: dict[str, Any], openid: str, sender: Sender) -> None:
         unclear_since_ms = entry.unclear_since_ms
@@ -308,28 +335,29 @@ class Deliverer:
         to_hash: str = "",
         due_ms: int = 0,
     ) -> None:
-        args = {
-            "shard": entry.shard,
-            "critical": entry.critical,
-            "entry_id": entry.entry_id,
-            "records": entry.records,
-            "status": status,
-            "attempts": attempts,
-            "last_error": error,
-            "msgid": msgid,
-            "to_hash": to_hash,  # the recipient a finish event must name (gateway/core/recipient.py)
-            "retry_due_ms": due_ms,
+        outcome = EntryOutcome(
+            entry.shard,
+            entry.critical,
+            entry.entry_id,
+            entry.records,
+            status,
+            attempts,
+            last_error=error,
+            msgid=msgid,
+            to_hash=to_hash,  # the recipient a finish event must name (gateway/core/recipient.py)
+            retry_due_ms=due_ms,
             # only a retry or a dead letter keeps the entry (finish.lua reads it for nothing else)
-            "entry_json": entry.to_json(attempts) if status in _KEEPS_ENTRY else b"",
-        }
+            entry_json=entry.to_json(attempts) if status in _KEEPS_ENTRY else b"",
+        )
         # shielded: once WeChat answered, the outcome must be recorded even if this task is cancelled
-        _raised(await asyncio.shield(self._round_trips.enqueue(Finish(entry, args))))
+        _raised(await asyncio.shield(self._round_trips.enqueue(Finish(entry, outcome))))
         self.outcomes[status.value] += 1
         if status is EventStatus.DEAD_LETTERED:
             metrics.child(metrics.DEAD_LETTERS, dead_letter_label(error)).inc()
         if status is EventStatus.NO_BINDING:
             metrics.child(metrics.DELIVERIES, "no_binding", "none").inc()
-        log.info("delivery %s", status.value, extra={"attempt": attempts, "reason": error or None})
+        if log.isEnabledFor(logging.INFO):  # its `extra` would be built on every delivery for nothing
+            log.info("delivery %s", status.value, extra={"attempt": attempts, "reason": error or None})
 
 
 async def _send_within_limit(token: str, message: dict[str, Any], sender: Sender) -> Answer:

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
+from functools import cached_property
 from importlib import resources
 from typing import Any
 
@@ -58,6 +59,15 @@ class Templates:
         raw.pop("comment", None)
         return Templates(**raw)
 
+    @cached_property
+    def event_plan(self) -> tuple[tuple[str, str, str], ...]:
+        """The event template's fields as `_message` walks them (worked out once, not per message)."""
+        return _plan(self.event_fields)
+
+    @cached_property
+    def digest_plan(self) -> tuple[tuple[str, str, str], ...]:
+        return _plan(self.digest_fields)
+
     def template_ids(self) -> set[str]:
         return {*self.event_templates.values(), self.digest_template}
 
@@ -73,7 +83,10 @@ class Templates:
 
 def fit(key: str, value: str) -> str:
     """Check `value` against the rule of the key's category; cut text that may be cut."""
-    category = key.rstrip("0123456789")
+    return _fit(key.rstrip("0123456789"), key, value)
+
+
+def _fit(category: str, key: str, value: str) -> str:
     if category == "thing":
         return value if len(value) <= 20 else value[:19] + "…"
     if category == "phrase":
@@ -106,23 +119,35 @@ def _free_text(text: str | None) -> str | None:
     return shown if shown.strip() else None
 
 
-def _event_values(event: Event, labels: dict[str, str]) -> dict[str, str | None]:
+def _event_values(event: Mapping[str, Any], labels: dict[str, str]) -> dict[str, str | None]:
+    """The shown values of one event, from its fields as the gateway accepted them (an Event's `to_dict`, or
+    the JSON a stream entry carries: absent optional fields are None)."""
+    currency = event["currency"]
     return {
-        "account": account_tail(event.account),
-        "occurred_at": format_time(datetime.fromisoformat(event.occurred_at)),
-        "label": labels[event.type],
-        "amount": format_amount(event.amount, event.currency),  # the ingress validator made sure it shows
-        "balance": _optional_amount(event.balance, event.currency),
-        "counterparty": _free_text(event.counterparty),
+        "account": account_tail(event["account"]),
+        "occurred_at": format_time(datetime.fromisoformat(event["occurred_at"])),
+        "label": labels[event["type"]],
+        "amount": format_amount(event["amount"], currency),  # the ingress validator made sure it shows
+        "balance": _optional_amount(event.get("balance"), currency),
+        "counterparty": _free_text(event.get("counterparty")),
     }
 
 
+def _plan(fields: dict[str, str]) -> tuple[tuple[str, str, str], ...]:
+    """(key, value source, key category) of each template field, in the template's order."""
+    return tuple((key, source, key.rstrip("0123456789")) for key, source in fields.items())
+
+
 def _message(
-    openid: str, template_id: str, fields: dict[str, str], values: dict[str, str | None], client_msg_id: str
+    openid: str,
+    template_id: str,
+    plan: tuple[tuple[str, str, str], ...],
+    values: dict[str, str | None],
+    client_msg_id: str,
 ) -> dict[str, Any]:
     data = {
-        key: {"value": fit(key, value)}
-        for key, source in fields.items()
+        key: {"value": _fit(category, key, value)}
+        for key, source, category in plan
         if (value := values[source]) is not None
     }
     return {"touser": openid, "template_id": template_id, "client_msg_id": client_msg_id, "data": data}
@@ -146,10 +171,17 @@ def client_msg_id(source: str, event_id: str) -> str:
 def render_event(templates: Templates, event: Event, openid: str, source: str) -> dict[str, Any]:
     """The template-send body for one event of `source` (the sending key id); its client_msg_id is
     `client_msg_id(source, event id)` on every attempt."""
+    return render_fields(templates, event.to_dict(), openid, source)
+
+
+def render_fields(templates: Templates, event: Mapping[str, Any], openid: str, source: str) -> dict[str, Any]:
+    """`render_event` from the event's fields (the JSON a stream entry carries), without building an Event
+    first: the worker's path, on every delivery. Raises RenderError, or another exception (KeyError,
+    ValueError, OverflowError, ...) on fields the gateway would not have accepted (both dead-lettered)."""
     values = _event_values(event, templates.labels)
-    template_id = templates.event_templates[event.type]
+    template_id = templates.event_templates[event["type"]]
     return _message(
-        openid, template_id, templates.event_fields, values, client_msg_id(source, event.event_id)
+        openid, template_id, templates.event_plan, values, client_msg_id(source, event["event_id"])
     )
 
 
@@ -169,4 +201,4 @@ def render_digest(templates: Templates, digest_id: str, events: list[Event], ope
         "debit_total": _optional_amount(str(debit), "CNY"),
         "credit_total": _optional_amount(str(credit), "CNY"),
     }
-    return _message(openid, templates.digest_template, templates.digest_fields, values, digest_id)
+    return _message(openid, templates.digest_template, templates.digest_plan, values, digest_id)

@@ -180,7 +180,8 @@ def _senders(
     for appid, secret in accounts.items():
         tokens = TokenCache(redis, scripts, client, appid, secret, margin_s)
         ids = settings.wechat_templates.get(appid)
-        throttle = Throttle(redis, scripts, appid, settings.wechat_max_sends_per_s)
+        per_second = settings.wechat_max_sends_per_s
+        throttle = Throttle(redis, scripts, appid, per_second) if per_second else None  # None: no limit
         own_templates = templates.with_ids(ids) if ids else None
         senders.append(Sender(client, tokens, breaker, appid, own_templates, throttle))
     return senders

@@ -22,8 +22,29 @@ from redis.exceptions import NoScriptError, RedisError
 from gateway.core.redis import AnyPipeline, RedisClient, deadline
 
 T = TypeVar("T")
-Queue = Callable[[AnyPipeline, T], Awaitable[int]]
-"""Queues one item's commands on the pipeline and returns how many it queued."""
+Split = Callable[[list[Any]], list[list[Any]]]
+"""Turns a round trip's replies (in the order the commands were queued) into each item's replies."""
+Queue = Callable[[AnyPipeline, list[T]], Awaitable[Split]]
+"""Queues the commands of a batch of items on the pipeline (items may share a command) and returns how
+their replies split into each item's."""
+
+
+def each(queue_item: Callable[[AnyPipeline, T], Awaitable[int]]) -> Queue[T]:
+    """The Queue of items that each queue commands of their own: `queue_item` returns how many."""
+
+    async def queue(pipe: AnyPipeline, items: list[T]) -> Split:
+        counts = [await queue_item(pipe, item) for item in items]
+
+        def split(replies: list[Any]) -> list[list[Any]]:
+            results, start = [], 0
+            for count in counts:
+                results.append(replies[start : start + count])
+                start += count
+            return results
+
+        return split
+
+    return queue
 
 
 class NotReplicated(RedisError):
@@ -124,17 +145,14 @@ class Coalescer(Generic[T]):
 
     async def _pipeline(self, items: list[T]) -> list[list[Any]]:
         async with self._redis.pipeline(transaction=False) as pipe:
-            counts = [await self._queue(pipe, item) for item in items]
+            split = await self._queue(pipe, items)
             waits = self._queue_waits(pipe)
             async with deadline(self._deadline_s):
                 flat = list(await pipe.execute(raise_on_error=False))
         if waits:
             self._check_waits(flat[-waits:])
-        results, start = [], 0
-        for count in counts:
-            results.append(flat[start : start + count])
-            start += count
-        return results
+            del flat[-waits:]
+        return split(flat)
 
     def _queue_waits(self, pipe: AnyPipeline) -> int:
         """Queue WAIT after the items (on a cluster once per primary: WAIT counts the replicas holding this

@@ -101,6 +101,13 @@ class Entry:
         return items_of(self.fields)
 
     @cached_property
+    def event_fields(self) -> dict[str, Any]:
+        """The fields of a single event's entry, as the gateway accepted them (its `ev` JSON): what the worker
+        renders, without building an Event. Raises KeyError on a digest (it carries `items`, no `ev`)."""
+        fields: dict[str, Any] = orjson.loads(self.fields[EVENT])
+        return fields
+
+    @cached_property
     def events(self) -> list[Event]:
         return [Event.from_dict(orjson.loads(item[EVENT])) for item in self.items]
 

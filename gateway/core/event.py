@@ -12,7 +12,6 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
@@ -114,11 +113,14 @@ def amount_cents(amount: str) -> str:
     return (units + cents.ljust(2, "0")).lstrip("0") or "0"
 
 
+_decimal = _pattern(_AMOUNT, 'a positive decimal string with at most 2 decimals, e.g. "1234.56"')
+
+
 def _amount(value: Any, name: str) -> str:
-    _pattern(_AMOUNT, 'a positive decimal string with at most 2 decimals, e.g. "1234.56"')(value, name)
-    if Decimal(value) == 0:
+    amount = _decimal(value, name)
+    if not amount.strip("0."):  # only zeros (the pattern admits no other spelling of zero)
         raise Unprocessable(f"{name} must be greater than zero", field=name)
-    return str(value)
+    return amount
 
 
 def _choice(options: frozenset[str]) -> Callable[[Any, str], str]:

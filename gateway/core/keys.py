@@ -60,8 +60,9 @@ def digest_held(shard: int, customer_id: str) -> str:
 
 
 def rate_log(shard: int, customer_id: str) -> str:
-    """Sorted set: a customer's messages in the current window (member -> unix ms)."""
-    return f"{_tag(shard)}:rate:{customer_id}"
+    """String: the unix ms of a customer's last admitted messages, at most the limit's count, oldest first, in
+    fixed-width entries (scripts/lib/rate_log.lua); it expires a window after the last admission."""
+    return f"{_tag(shard)}:admits:{customer_id}"
 
 
 def event(shard: int, source: str, event_id: str) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -13,6 +13,7 @@ from redis.asyncio.cluster import ClusterPipeline
 from redis.exceptions import NoScriptError
 
 from gateway.core import keys
+from gateway.core.event import Event, amount_cents, payload_hash
 from gateway.core.redis import AnyPipeline, RedisClient
 from gateway.core.settings import Settings
 
@@ -53,6 +54,20 @@ class _Script:
             return await client.evalsha(self.sha, len(keys), *keys, *args)
 
 
+RATE_ENTRY_LEN = 14  # lib/rate_log.lua's entry: 13 digits of unix ms and a comma
+
+
+def rate_log_times(value: str | bytes | None) -> list[int]:
+    """The admission times (unix ms, oldest first) in a rate log's value (keys.rate_log; None: no key)."""
+    text = value.decode() if isinstance(value, bytes) else value or ""
+    return [int(text[at : at + RATE_ENTRY_LEN - 1]) for at in range(0, len(text), RATE_ENTRY_LEN)]
+
+
+def rate_log_value(times_ms: list[int]) -> str:
+    """A rate log's value holding these admission times (unix ms, oldest first): what the scripts write."""
+    return "".join(f"{at_ms:013d}," for at_ms in times_ms)
+
+
 @dataclass(frozen=True)
 class IngestArgs:
     """One event to ingest: the caller has validated it and computed its canonical form and hash."""
@@ -67,6 +82,48 @@ class IngestArgs:
     critical: bool
     summary: tuple[tuple[str, str], ...]  # masked fields kept on the record for the customer timeline
 
+    @classmethod
+    def of(cls, source: str, event: Event, *, critical: bool) -> IngestArgs:
+        """The arguments of a validated event sent by `source` (its canonical form, hash, masked summary)."""
+        canonical = event.canonical_json()
+        summary = (
+            ("type", event.type.value),
+            ("amount", event.amount),
+            ("currency", event.currency),
+            ("account_tail", event.account[-4:]),
+            ("occurred_at", event.occurred_at),
+            ("priority", "critical" if critical else "normal"),
+            ("fallback", event.fallback or ""),
+        )
+        return cls(
+            source,
+            event.event_id,
+            event.customer_id,
+            canonical,
+            payload_hash(canonical),
+            event.type.value,
+            amount_cents(event.amount),
+            critical,
+            summary,
+        )
+
+
+@dataclass(frozen=True)
+class EntryOutcome:
+    """A delivery outcome of one stream entry, what the finish script records (`Scripts.finish`)."""
+
+    shard: int
+    critical: bool
+    entry_id: str
+    records: list[str]
+    status: str
+    attempts: int
+    last_error: str = ""
+    msgid: str = ""
+    retry_due_ms: int = 0
+    entry_json: bytes = b""
+    to_hash: str = ""
+
 
 class Scripts:
     """The registered scripts of one Redis client. Each method is one script call (or one pipeline slot)."""
@@ -75,10 +132,10 @@ class Scripts:
         self._settings = settings
         self._callback_sources = f",{','.join(settings.callback_urls)},"
         self._archive = "1" if settings.archive_url else ""  # final states go to keys.archive too
-        self._ingest = _Script("ingest", "quiet", "archive")
+        self._ingest = _Script("ingest", "quiet", "rate_log", "archive")
         self._finish = _Script("finish", "archive")
         self._move_retries = _Script("move_retries")
-        self._flush_digest = _Script("flush_digest", "quiet")
+        self._flush_digest = _Script("flush_digest", "quiet", "rate_log")
         self._token_invalidate = _Script("token_invalidate")
         self._delete_if = _Script("delete_if")
         self._replace_hash = _Script("replace_hash")
@@ -113,85 +170,92 @@ class Scripts:
         ):
             await redis.script_load(script.source)
 
-    async def ingest(self, client: Client, args: IngestArgs) -> Any:
-        """Queue one event. On a Redis client returns [status, detail]; on a pipeline queues the call."""
-        s = self._settings
-        shard = keys.shard_of(args.customer_id, s.shards)
-        return await self._ingest(
-            client,
-            [
-                keys.event(shard, args.source, args.event_id),
-                keys.rate_log(shard, args.customer_id),
-                keys.stream(shard),
-                keys.digest_held(shard, args.customer_id),
-                keys.digest_due(shard),
-                keys.preferences(shard, args.customer_id),
-                keys.stream(shard, critical=True),
-                keys.customer_events(shard, args.customer_id),
-                *([keys.archive(shard)] if self._archive else []),
-            ],
-            [
-                args.source,
-                args.event_id,
-                args.customer_id,
-                args.canonical,
-                args.payload_hash,
-                s.event_ttl_s,
-                s.rate_limit.count,
-                s.rate_limit.window_s * 1000,
-                s.rate_policy,
-                "1" if args.critical else "0",
-                args.event_type,
-                args.amount_cents,
-                *(part for pair in args.summary for part in pair),
-            ],
-        )
+    async def ingest(self, client: Client, event: IngestArgs) -> Any:
+        """Ingest one event. On a Redis client returns [status, detail]; on a pipeline queues the call."""
+        return await self._ingest(client, *self.ingest_call([event]))
 
-    async def finish(
-        self,
-        client: Client,
-        *,
-        shard: int,
-        critical: bool,
-        entry_id: str,
-        records: list[str],
-        status: str,
-        attempts: int,
-        last_error: str = "",
-        msgid: str = "",
-        retry_due_ms: int = 0,
-        entry_json: bytes = b"",
-        to_hash: str = "",
-    ) -> Any:
+    async def ingest_many(self, client: Client, events: Sequence[IngestArgs]) -> Any:
+        """Ingest events in one script call, in order, each as if sent alone. On a Redis client returns
+        [status, detail] flat for each event in turn; on a pipeline queues the call. On a Redis Cluster the
+        events must be of one shard (keys.shard_of their customer): a call's keys are in one slot."""
+        return await self._ingest(client, *self.ingest_call(events))
+
+    def ingest_call(self, events: Sequence[IngestArgs]) -> tuple[list[str], list[Any]]:
+        """The KEYS and ARGV of the ingest script for these events (what `ingest` sends; the bench sends
+        them to other versions of the script)."""
+        s = self._settings
+        call_keys: list[str] = []
+        call_args: list[Any] = [9 if self._archive else 8, s.event_ttl_s, s.rate_limit.count]
+        call_args += (s.rate_limit.window_s * 1000, s.rate_policy)
+        for event in events:
+            shard, customer = keys.shard_of(event.customer_id, s.shards), event.customer_id
+            call_keys += (
+                keys.event(shard, event.source, event.event_id),
+                keys.rate_log(shard, customer),
+                keys.stream(shard),
+                keys.digest_held(shard, customer),
+                keys.digest_due(shard),
+                keys.preferences(shard, customer),
+                keys.stream(shard, critical=True),
+                keys.customer_events(shard, customer),
+            )
+            if self._archive:
+                call_keys.append(keys.archive(shard))
+            call_args += (
+                8 + 2 * len(event.summary),
+                event.source,
+                event.event_id,
+                customer,
+                event.canonical,
+                event.payload_hash,
+                "1" if event.critical else "0",
+                event.event_type,
+                event.amount_cents,
+            )
+            for field, value in event.summary:
+                call_args += (field, value)
+        return call_keys, call_args
+
+    async def finish(self, client: Client, **outcome: Any) -> Any:
         """Record an outcome on every record of the entry and XACK it, atomically; schedules the retry or
         writes the dead letter as the status says. A msgid is kept with `to_hash` (its recipient's
-        `recipient_hash`), which WeChat's finish event must match. On a Redis client returns how many
-        records changed; on a pipeline queues the call."""
-        return await self._finish(
-            client,
-            [
-                keys.stream(shard, critical),
-                keys.retries(shard, critical),
+        `recipient_hash`), which WeChat's finish event must match. `outcome`: the fields of `EntryOutcome`.
+        On a Redis client returns how many records changed; on a pipeline queues the call."""
+        answer = await self._finish(client, *self.finish_call([EntryOutcome(**outcome)]))
+        return answer[0] if isinstance(answer, list) else answer
+
+    async def finish_many(self, client: Client, outcomes: Sequence[EntryOutcome]) -> Any:
+        """`finish` for several entries in one script call, in order. On a Redis client returns how many
+        records changed for each entry; on a pipeline queues the call. On a Redis Cluster the entries must
+        be of one shard (a call's keys are in one slot)."""
+        return await self._finish(client, *self.finish_call(outcomes))
+
+    def finish_call(self, outcomes: Sequence[EntryOutcome]) -> tuple[list[str], list[Any]]:
+        """The KEYS and ARGV of the finish script for these outcomes."""
+        call_keys: list[str] = []
+        call_args: list[Any] = [keys.GROUP, self._settings.event_ttl_s, self._callback_sources, self._archive]
+        for o in outcomes:
+            shard = o.shard
+            call_keys += (
+                keys.stream(shard, o.critical),
+                keys.retries(shard, o.critical),
                 keys.dead_letters(shard),
                 keys.notices(shard),
                 keys.archive(shard),
-                *records,
-            ],
-            [
-                keys.GROUP,
-                entry_id,
-                status,
-                attempts,
-                last_error,
-                msgid,
-                retry_due_ms,
-                entry_json,
-                self._settings.event_ttl_s,
-                self._callback_sources,
-                to_hash,
-                self._archive,
-            ],
-        )
+                *o.records,
+            )
+            call_args += (
+                len(o.records),
+                o.entry_id,
+                o.status,
+                o.attempts,
+                o.last_error,
+                o.msgid,
+                o.retry_due_ms,
+                o.entry_json,
+                o.to_hash,
+            )
+        return call_keys, call_args
 
     async def move_retries(self, client: Client, retries: str, stream: str, most: int) -> int:
         """Move due entries of a retry set back onto its stream. Returns how many moved."""

@@ -10,10 +10,8 @@ from typing import Any
 from aiohttp import web
 
 from gateway import archived
-from gateway.auth import Caller
 from gateway.context import gateway_of
 from gateway.core import keys, metrics
-from gateway.core.critical import CriticalRules
 from gateway.core.errors import (
     ApiError,
     NotFound,
@@ -21,38 +19,13 @@ from gateway.core.errors import (
     TooManyRequests,
     Unprocessable,
 )
-from gateway.core.event import Event, amount_cents, parse_event, payload_hash
+from gateway.core.event import Event, parse_event
 from gateway.core.scripts import IngestArgs
 from gateway.core.status import EventStatus
 from gateway.requests import decode_json, path_id, read_body
 from gateway.responses import respond
 
 _ACCEPTED = {"queued": 202, "digested": 202, "suppressed": 202, "duplicate": 200}
-
-
-def _ingest_args(caller: Caller, event: Event, rules: CriticalRules) -> IngestArgs:
-    canonical = event.canonical_json()
-    critical = rules.is_critical(event)
-    summary = {
-        "type": event.type.value,
-        "amount": event.amount,
-        "currency": event.currency,
-        "account_tail": event.account[-4:],
-        "occurred_at": event.occurred_at,
-        "priority": "critical" if critical else "normal",
-        "fallback": event.fallback or "",
-    }
-    return IngestArgs(
-        source=caller.source,
-        event_id=event.event_id,
-        customer_id=event.customer_id,
-        canonical=canonical,
-        payload_hash=payload_hash(canonical),
-        event_type=event.type.value,
-        amount_cents=amount_cents(event.amount),
-        critical=critical,
-        summary=tuple(summary.items()),
-    )
 
 
 def _raise_for(status: str, detail: str) -> None:
@@ -66,7 +39,7 @@ def _raise_for(status: str, detail: str) -> None:
 
 
 def _count(result: str, events: int = 1) -> None:
-    metrics.EVENTS.labels(result).inc(events)
+    metrics.child(metrics.EVENTS, result).inc(events)
 
 
 async def post_event(request: web.Request) -> web.Response:
@@ -80,7 +53,7 @@ async def post_event(request: web.Request) -> web.Response:
     except ApiError:
         _count("invalid")
         raise
-    args = _ingest_args(caller, event, gw.settings.critical_rules)
+    args = IngestArgs.of(caller.source, event, critical=gw.settings.critical_rules.is_critical(event))
     with gw.admission.admitted():
         gw.readiness.require_accepting()
         status, detail = await gw.ingestor.submit(args)
@@ -139,7 +112,7 @@ async def post_batch(request: web.Request) -> web.Response:
         with gw.admission.admitted():
             gw.readiness.require_accepting()
             answers = await gw.ingestor.submit_many(
-                [_ingest_args(caller, event, rules) for _, event in valid]
+                [IngestArgs.of(caller.source, event, critical=rules.is_critical(event)) for _, event in valid]
             )
         for (index, event), (status, detail) in zip(valid, answers, strict=True):
             tally[status] += 1

@@ -6,9 +6,9 @@ from typing import Any
 
 import asyncpg
 from prometheus_client.metrics import MetricWrapperBase
-from redis.asyncio import Redis
 
 from gateway.core import keys
+from gateway.core.redis import RedisClient
 from tests.support import eventually
 
 
@@ -22,7 +22,7 @@ async def archived(url: str) -> list[dict[str, Any]]:
     return [dict(row) for row in rows]
 
 
-async def archive_backlog(redis: Redis, shards: int = 1) -> int:
+async def archive_backlog(redis: RedisClient, shards: int = 1) -> int:
     """Archive stream entries not yet acknowledged by the archiver group (unread or pending)."""
     total = 0
     for shard in range(shards):
@@ -36,11 +36,13 @@ async def archive_backlog(redis: Redis, shards: int = 1) -> int:
     return total
 
 
-async def until_archived(redis: Redis, url: str, count: int, timeout_s: float = 30.0) -> list[dict[str, Any]]:
+async def until_archived(
+    redis: RedisClient, url: str, count: int, timeout_s: float = 30.0, shards: int = 1
+) -> list[dict[str, Any]]:
     """Wait until the archive holds `count` rows and nothing waits in the archive streams."""
 
     async def done() -> bool:
-        return await archive_backlog(redis) == 0 and len(await archived(url)) >= count
+        return await archive_backlog(redis, shards) == 0 and len(await archived(url)) >= count
 
     await eventually(done, timeout_s=timeout_s, step_s=0.1)
     return await archived(url)

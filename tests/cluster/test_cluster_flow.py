@@ -61,6 +61,23 @@ async def test_the_shards_cover_every_primary(redis: RedisCluster) -> None:
     assert len(nodes) == len(redis.get_primaries()) == 3
 
 
+async def test_every_node_connection_encodes_in_c(redis: RedisCluster) -> None:
+    """The cluster's node connections are the C-packed class (the single-Redis client's), the discovered
+    nodes' as well as the seeds'."""
+    await redis.ping(target_nodes=RedisCluster.ALL_NODES)
+    nodes = redis.get_nodes()
+    assert len(nodes) == 6
+    for node in nodes:
+        assert node.connection_class.__name__.startswith("CPacked"), node.name
+        connection = node.acquire_connection()
+        try:
+            assert connection.pack_command("EVALSHA", "x", 1, "k") == [
+                b"*4\r\n$7\r\nEVALSHA\r\n$1\r\nx\r\n$1\r\n1\r\n$1\r\nk\r\n"
+            ]
+        finally:
+            node.release(connection)
+
+
 async def test_ingest_and_delivery_exactly_once_with_a_digest_and_a_retry(
     stack_for: StackFactory, redis: RedisCluster
 ) -> None:

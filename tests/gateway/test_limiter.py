@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from redis.asyncio import Redis
 
 from gateway.core import keys
-from gateway.core.event import parse_event, payload_hash
+from gateway.core.event import parse_event
 from gateway.core.scripts import IngestArgs, Scripts
 from gateway.core.settings import RateLimit, Settings
 from tests.gateway.helpers import send
@@ -41,19 +41,7 @@ bursts = st.lists(st.tuples(st.integers(1, 10), st.integers(0, 700)), min_size=1
 
 
 def _args(event: dict[str, Any]) -> IngestArgs:
-    parsed = parse_event(event)
-    canonical = parsed.canonical_json()
-    return IngestArgs(
-        source=KEY_ID,
-        event_id=parsed.event_id,
-        customer_id=parsed.customer_id,
-        canonical=canonical,
-        payload_hash=payload_hash(canonical),
-        event_type=parsed.type.value,
-        amount_cents="123456",
-        critical=False,
-        summary=(),
-    )
+    return IngestArgs.of(KEY_ID, parse_event(event), critical=False)
 
 
 async def accepted_ms(redis: Redis, customer_id: str, event_ids: list[str]) -> list[int]:

@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 from gateway.core import keys
 from gateway.core.event import payload_hash
 from gateway.core.redis import ensure_groups
-from gateway.core.scripts import IngestArgs, Scripts
+from gateway.core.scripts import EntryOutcome, IngestArgs, Scripts, rate_log_times, rate_log_value
 from gateway.core.settings import RateLimit, Settings
 from tests.workers.flows import Entries, scored
 
@@ -88,7 +88,7 @@ async def test_ingest_queues_the_event_with_its_record(redis: Redis, build: Call
     assert record["attempts"] == "0"
     assert record["customer_id"] == CID
     assert 0 < await redis.ttl(_record("E1")) <= 3 * 86400
-    assert await redis.zcard(keys.rate_log(SHARD, CID)) == 1
+    assert len(rate_log_times(await redis.get(keys.rate_log(SHARD, CID)))) == 1
 
 
 async def test_ingest_same_body_is_a_duplicate_with_the_current_status(
@@ -117,7 +117,7 @@ async def test_ingest_over_the_limit_is_digested_and_held(redis: Redis, build: C
     held = [orjson.loads(item) for item in await redis.lrange(keys.digest_held(SHARD, CID), 0, -1)]
     assert [(item["src"], item["eid"]) for item in held] == [(SRC, "E2"), (SRC, "E3")]
     assert await redis.hget(_record("E3"), "status") == "digested"
-    oldest_ms = (await scored(redis, keys.rate_log(SHARD, CID)))[0][1]
+    oldest_ms = rate_log_times(await redis.get(keys.rate_log(SHARD, CID)))[0]
     assert await redis.zscore(keys.digest_due(SHARD), CID) == oldest_ms + 60_000
 
 
@@ -299,8 +299,8 @@ async def test_move_retries_respects_the_batch_limit(redis: Redis, build: Callab
 async def _age_rate_log(redis: Redis, by_ms: int) -> None:
     """Move the customer's rate window into the past, as if `by_ms` had gone by."""
     log = keys.rate_log(SHARD, CID)
-    for member, score in await scored(redis, log):
-        await redis.zadd(log, {member: score - by_ms})
+    times = rate_log_times(await redis.get(log))
+    await redis.set(log, rate_log_value([at_ms - by_ms for at_ms in times]), px=60_000)
 
 
 async def test_flush_digest_waits_for_the_window(redis: Redis, build: Callable[..., Any]) -> None:
@@ -335,7 +335,7 @@ async def test_flush_digest_queues_held_events_as_one_message(
     assert all(orjson.loads(item["ev"])["event_id"] == item["eid"] for item in items)
     assert await redis.llen(keys.digest_held(SHARD, CID)) == 0
     assert await redis.zscore(keys.digest_due(SHARD), CID) is None
-    assert digest["did"] in await _members(redis, keys.rate_log(SHARD, CID))  # it counts as a message
+    assert rate_log_times(await redis.get(keys.rate_log(SHARD, CID)))[-1] == int(digest["acc"])  # one message
 
 
 async def test_flush_digest_id_is_stable_for_the_same_first_event(
@@ -365,7 +365,7 @@ async def test_flush_digest_takes_at_most_most_and_reschedules_the_rest(
     assert await scripts.flush_digest(redis, SHARD, CID, 2) == 2
     assert await redis.llen(keys.digest_held(SHARD, CID)) == 1
     # the digest used the window again: the rest waits for it to reopen
-    [(_, sent_ms)] = await scored(redis, keys.rate_log(SHARD, CID))
+    [sent_ms] = rate_log_times(await redis.get(keys.rate_log(SHARD, CID)))
     assert await redis.zscore(keys.digest_due(SHARD), CID) == sent_ms + 60_000
     assert await scripts.flush_digest(redis, SHARD, CID, 2) == 0
 
@@ -494,3 +494,36 @@ async def test_replay_dead_of_an_unknown_id_changes_nothing(redis: Redis, build:
     )
     assert await redis.hget(_record("E1"), "status") == "queued"
     assert len(await _stream(redis)) == 1
+
+
+async def test_finish_many_records_each_entry_as_its_own_call_would(
+    redis: Redis, build: Callable[..., Any]
+) -> None:
+    """A worker sends the outcomes of many deliveries in one finish call: each entry gets what a call of
+    its own would give it (its count, its retry or dead letter, its ack), and a repeat changes nothing."""
+    _, scripts = build()
+    read = await _queued_and_read(redis, scripts, "E1", "E2", "E3")
+    statuses = ["delivered", "retrying", "dead_lettered"]
+    outcomes = [
+        EntryOutcome(
+            SHARD,
+            False,
+            entry_id,
+            [_record(f"E{i + 1}")],
+            status,
+            1,
+            last_error="" if status == "delivered" else "-1",
+            msgid="42" if status == "delivered" else "",
+            retry_due_ms=1_900_000_000_000,
+            entry_json=_entry_json(fields, 1),
+        )
+        for i, ((entry_id, fields), status) in enumerate(zip(read, statuses, strict=True))
+    ]
+    assert await scripts.finish_many(redis, outcomes) == [1, 1, 1]
+    assert [await redis.hget(_record(f"E{i}"), "status") for i in (1, 2, 3)] == statuses
+    assert await redis.hget(_record("E1"), "msgid") == "42"
+    assert await redis.zcard(keys.retries(SHARD)) == 1
+    assert await redis.xlen(keys.dead_letters(SHARD)) == 1
+    assert await _pending(redis) == 0
+    assert await scripts.finish_many(redis, outcomes) == [0, 1, 0]  # final records keep their state
+    assert await redis.xlen(keys.dead_letters(SHARD)) == 1

@@ -10,14 +10,14 @@ local function utc_offset_min(offsets, now_ms)
   return offset
 end
 
--- The unix ms when the customer's quiet hours end, or nil when they are not in quiet hours now.
-local function quiet_until_ms(prefs, now_ms)
-  local quiet = redis.call('HMGET', prefs, 'quiet', 'tz')
-  if not quiet[1] then return nil end
-  local start_text, end_text = string.match(quiet[1], '(%d+),(%d+)')
+-- The unix ms when quiet hours `quiet` ("start_min,end_min", or false: none) end, in the zone of `tz` (or
+-- false: UTC), or nil when now_ms is outside them. For a script that read both fields with others.
+local function quiet_end_ms(quiet, tz, now_ms)
+  if not quiet then return nil end
+  local start_text, end_text = string.match(quiet, '(%d+),(%d+)')
   local start_min, end_min = tonumber(start_text), tonumber(end_text)
   local now_min = math.floor(now_ms / 60000)
-  local local_min = (now_min + utc_offset_min(quiet[2] or '', now_ms)) % 1440
+  local local_min = (now_min + utc_offset_min(tz or '', now_ms)) % 1440
   local inside
   if start_min < end_min then
     inside = local_min >= start_min and local_min < end_min
@@ -26,5 +26,11 @@ local function quiet_until_ms(prefs, now_ms)
   end
   if not inside then return nil end
   return (now_min + (end_min - local_min) % 1440) * 60000
+end
+
+-- The unix ms when the customer's quiet hours end, or nil when they are not in quiet hours now.
+local function quiet_until_ms(prefs, now_ms)
+  local quiet = redis.call('HMGET', prefs, 'quiet', 'tz')
+  return quiet_end_ms(quiet[1], quiet[2], now_ms)
 end
 
