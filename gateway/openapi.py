@@ -19,6 +19,26 @@ def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
+def _results(id_field: str, statuses: list[str], **extra: Any) -> dict[str, Any]:
+    """A batch answer: one result per item, in order, naming the item by `id_field` (null when the item
+    had none) with its status, its error when refused, and `extra` properties."""
+    item = {
+        "type": "object",
+        "required": [id_field, "status"],
+        "properties": {
+            id_field: {"type": ["string", "null"]},
+            "status": {"type": "string", "enum": statuses},
+            "error": _ref("ErrorDetail"),
+            **extra,
+        },
+    }
+    return {
+        "type": "object",
+        "required": ["results"],
+        "properties": {"results": {"type": "array", "items": item}},
+    }
+
+
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
@@ -92,35 +112,11 @@ _SCHEMAS: dict[str, Any] = {
             "status": {"type": "string", "enum": ["queued", "digested", "suppressed", "duplicate"]},
         },
     },
-    "BatchResults": {
-        "type": "object",
-        "required": ["results"],
-        "properties": {
-            "results": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["event_id", "status"],
-                    "properties": {
-                        "event_id": {"type": ["string", "null"]},
-                        "status": {
-                            "type": "string",
-                            "enum": [
-                                "queued",
-                                "digested",
-                                "suppressed",
-                                "duplicate",
-                                "rejected",
-                                "rate_limited",
-                            ],
-                        },
-                        "error": _ref("ErrorDetail"),
-                        "retry_after_s": {"type": "integer"},
-                    },
-                },
-            }
-        },
-    },
+    "BatchResults": _results(
+        "event_id",
+        ["queued", "digested", "suppressed", "duplicate", "rejected", "rate_limited"],
+        retry_after_s={"type": "integer"},
+    ),
     "Lifecycle": {
         "type": "object",
         "required": ["event_id", "status", "attempts"],
@@ -312,24 +308,7 @@ _BINDINGS_BATCH: dict[str, Any] = {
         }
     },
 }
-_BINDING_RESULTS: dict[str, Any] = {
-    "type": "object",
-    "required": ["results"],
-    "properties": {
-        "results": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["customer_id", "status"],
-                "properties": {
-                    "customer_id": {"type": ["string", "null"]},
-                    "status": {"type": "string", "enum": ["bound", "rejected"]},
-                    "error": _ref("ErrorDetail"),
-                },
-            },
-        }
-    },
-}
+_BINDING_RESULTS = _results("customer_id", ["bound", "rejected"])
 
 
 def _query_param(name: str, description: str) -> dict[str, Any]:

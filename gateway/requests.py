@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from typing import Any
 
 import orjson
 from aiohttp import StreamReader, hdrs, web
@@ -77,3 +78,20 @@ def path_id(request: web.Request, name: str) -> str:
     if not _PATH_ID.fullmatch(value):
         raise Unprocessable(f"{name} must be 1 to 64 letters, digits or . _ : -", field=name)
     return value
+
+
+def batch_items(data: object, name: str, most: int) -> list[Any]:
+    """The items of a batch body `{name: [...]}`: 1 to `most` of them, each checked by its handler. Raises
+    Unprocessable (another field, named as an unknown field of an item is; not a non-empty list) or
+    PayloadTooLarge (more than `most`)."""
+    if not isinstance(data, dict) or set(data) != {name}:
+        extra = sorted(set(data) - {name}) if isinstance(data, dict) else []
+        if extra:
+            raise Unprocessable(f"unknown field {extra[0][:64]!r}", code="unknown_field", field=extra[0][:64])
+        raise Unprocessable(f'body must be {{"{name}": [...]}}', field=name)
+    items = data[name]
+    if not isinstance(items, list) or not items:
+        raise Unprocessable(f"{name} must be a non-empty list", field=name)
+    if len(items) > most:
+        raise PayloadTooLarge(f"a batch holds at most {most} {name}")
+    return items

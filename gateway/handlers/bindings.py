@@ -11,10 +11,10 @@ from aiohttp import web
 
 from gateway.context import gateway_of
 from gateway.core import clock, keys
-from gateway.core.errors import ApiError, NotFound, PayloadTooLarge, Unprocessable
+from gateway.core.errors import ApiError, NotFound, Unprocessable
 from gateway.core.redis import RedisClient, text_map
 from gateway.core.scripts import Scripts
-from gateway.requests import decode_json, path_id, read_body
+from gateway.requests import batch_items, decode_json, path_id, read_body
 from gateway.responses import respond
 
 _OPENID = re.compile(r"[A-Za-z0-9_-]{6,64}")
@@ -93,20 +93,6 @@ async def delete_binding(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-def _batch_items(data: object) -> list[Any]:
-    if not isinstance(data, dict) or set(data) != {"bindings"}:
-        extra = sorted(set(data) - {"bindings"}) if isinstance(data, dict) else []
-        if extra:
-            raise Unprocessable(f"unknown field {extra[0][:64]!r}", code="unknown_field", field=extra[0][:64])
-        raise Unprocessable('body must be {"bindings": [...]}', field="bindings")
-    items = data["bindings"]
-    if not isinstance(items, list) or not items:
-        raise Unprocessable("bindings must be a non-empty list", field="bindings")
-    if len(items) > MOST_BINDINGS:
-        raise PayloadTooLarge(f"a batch holds at most {MOST_BINDINGS} bindings")
-    return items
-
-
 def _batch_item(item: object, accounts: frozenset[str]) -> tuple[str, dict[str, str]]:
     """(customer id, binding) of one item; raises Unprocessable naming the field."""
     if not isinstance(item, dict):
@@ -125,7 +111,7 @@ async def post_bindings(request: web.Request) -> web.Response:
     gw = gateway_of(request)
     body = await read_body(request, gw.settings.max_batch_body_bytes)
     caller = gw.verify(request, body)
-    items = _batch_items(decode_json(body))
+    items = batch_items(decode_json(body), "bindings", MOST_BINDINGS)
     accounts = gw.settings.wechat_appids()
     results: list[dict[str, Any]] = []
     writes: dict[str, dict[str, str]] = {}  # customer id -> binding, the last item of a customer winning

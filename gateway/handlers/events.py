@@ -15,14 +15,13 @@ from gateway.core import keys, metrics
 from gateway.core.errors import (
     ApiError,
     NotFound,
-    PayloadTooLarge,
     TooManyRequests,
     Unprocessable,
 )
 from gateway.core.event import Event, parse_event
 from gateway.core.scripts import IngestArgs
 from gateway.core.status import EventStatus
-from gateway.requests import decode_json, path_id, read_body
+from gateway.requests import batch_items, decode_json, path_id, read_body
 from gateway.responses import respond
 
 _ACCEPTED = {"queued": 202, "digested": 202, "suppressed": 202, "duplicate": 200}
@@ -62,20 +61,6 @@ async def post_event(request: web.Request) -> web.Response:
     return respond({"event_id": event.event_id, "status": status}, status=_ACCEPTED[status])
 
 
-def _batch_items(data: object, most: int) -> list[Any]:
-    if not isinstance(data, dict) or set(data) != {"events"}:
-        extra = sorted(set(data) - {"events"}) if isinstance(data, dict) else []
-        if extra:  # the same answer as an unknown field of an event
-            raise Unprocessable(f"unknown field {extra[0][:64]!r}", code="unknown_field", field=extra[0][:64])
-        raise Unprocessable('body must be {"events": [...]}', field="events")
-    items = data["events"]
-    if not isinstance(items, list) or not items:
-        raise Unprocessable("events must be a non-empty list", field="events")
-    if len(items) > most:
-        raise PayloadTooLarge(f"a batch holds at most {most} events")
-    return items
-
-
 def _item_error(item: Any, error: ApiError) -> dict[str, Any]:
     event_id = item.get("event_id") if isinstance(item, dict) else None
     field = error.field
@@ -95,7 +80,7 @@ async def post_batch(request: web.Request) -> web.Response:
     gw = gateway_of(request)
     body = await read_body(request, gw.settings.max_batch_body_bytes)
     caller = gw.verify(request, body)
-    items = _batch_items(decode_json(body), gw.settings.max_batch_events)
+    items = batch_items(decode_json(body), "events", gw.settings.max_batch_events)
     results: list[dict[str, Any] | None] = [None] * len(items)
     valid: list[tuple[int, Event]] = []
     tally: Counter[str] = Counter()  # counted once per result, not once per event (a hot path)
